@@ -1,0 +1,89 @@
+"""tf.Transform preprocessing of COCO captions.
+
+`clean_captions` is the one home of the text cleaning: written in TensorFlow
+string ops so the same code runs inside the transform graph (and therefore in
+the exported model) and can be called on batches from any Beam stage.
+"""
+
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from pipeline import config
+
+# Apostrophes are deleted rather than split on, so "man's" stays one token.
+_APOSTROPHES = "['\u2019]"
+# Anything that is neither a letter nor a digit separates tokens.
+_SEPARATORS = r'[^\p{L}\p{N}]+'
+
+
+def clean_captions(captions: tf.Tensor) -> tf.Tensor:
+  """Lowercases and normalises punctuation/whitespace of a string tensor.
+
+  Punctuation carries no meaning for a caption language model and would make
+  perplexity look better than it is (almost every caption ends in '.'), so
+  every run of non-alphanumeric characters becomes a single space.
+  """
+  text = tf.strings.lower(captions, encoding='utf-8')
+  text = tf.strings.regex_replace(text, _APOSTROPHES, '')
+  text = tf.strings.regex_replace(text, _SEPARATORS, ' ')
+  return tf.strings.strip(text)
+
+
+def tokenize(captions: tf.Tensor) -> tf.RaggedTensor:
+  """Cleans a [batch] string tensor and splits it into a ragged [batch, None]."""
+  return tf.strings.split(clean_captions(captions))
+
+
+def _dense_column(tensor: Any, default: Any) -> tf.Tensor:
+  """Turns a [batch, 1] dense or sparse raw feature into a [batch] tensor.
+
+  SchemaGen with `infer_feature_shape=True` makes always-present columns dense
+  and the others sparse; handling both keeps the function schema-agnostic.
+  """
+  if isinstance(tensor, tf.sparse.SparseTensor):
+    tensor = tf.sparse.to_dense(
+        tf.sparse.reset_shape(tensor, [tf.shape(tensor, out_type=tf.int64)[0], 1]),
+        default_value=default)
+  return tf.reshape(tensor, [-1])
+
+
+def preprocessing_fn(inputs: Dict[str, Any],
+                     custom_config: Optional[Dict[str, Any]] = None
+                     ) -> Dict[str, tf.Tensor]:
+  """Raw caption rows -> fixed-length token ids plus a full-pass length feature.
+
+  Outputs (names in `pipeline.config`):
+    token_ids:    int64 [MAX_TOKENS]; vocabulary ids shifted by FIRST_WORD_ID,
+                  the OOV bucket after them, PAD_ID after the caption's end.
+    num_tokens:   int64; tokens kept after truncation (the model's target count).
+    length_ratio: float32; untruncated token count / mean count over the
+                  analysed (train) data, a full-pass statistic.
+    image_id, caption_id: passed through for joins and the split check.
+  """
+  custom_config = custom_config or {}
+  vocab_size = custom_config.get('vocab_size', config.VOCAB_SIZE)
+  max_tokens = custom_config.get('max_tokens', config.MAX_TOKENS)
+
+  captions = _dense_column(inputs[config.CAPTION_KEY], default='')
+  tokens = tokenize(captions)
+  word_ids = tft.compute_and_apply_vocabulary(
+      tokens,
+      top_k=vocab_size,
+      num_oov_buckets=config.NUM_OOV_BUCKETS,
+      vocab_filename=config.VOCAB_NAME)
+  kept = word_ids[:, :max_tokens] + config.FIRST_WORD_ID
+  token_ids = kept.to_tensor(
+      default_value=config.PAD_ID, shape=[None, max_tokens])
+
+  full_length = tf.cast(tokens.row_lengths(), tf.float32)
+  return {
+      config.TOKEN_IDS_KEY: token_ids,
+      config.NUM_TOKENS_KEY: kept.row_lengths(),
+      config.LENGTH_RATIO_KEY: full_length / tft.mean(full_length),
+      config.TRANSFORMED_IMAGE_ID_KEY: _dense_column(
+          inputs[config.IMAGE_ID_KEY], default=tf.constant(-1, tf.int64)),
+      config.TRANSFORMED_CAPTION_ID_KEY: _dense_column(
+          inputs[config.CAPTION_ID_KEY], default=tf.constant(-1, tf.int64)),
+  }

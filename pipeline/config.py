@@ -1,0 +1,126 @@
+"""Every name, path, size and step count of the pipeline, in one place.
+
+Runners, the module file, tools and tests import these; nothing else repeats
+them. Values a user changes per run come from environment variables (the `tfx`
+CLI hides argv, so runners cannot rely on flags): see `env()` and README.md.
+Model and preprocessing settings reach the Transform and Trainer executors as
+`custom_config` (see `transform_config()` / `trainer_config()`), so changing
+one here changes the component's fingerprint and invalidates its cache.
+"""
+
+import os
+from typing import Any, Dict, Optional
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ---------------------------------------------------------------- naming
+PIPELINE_NAME = 'coco-captions'
+ENV_PREFIX = 'COCO_'
+
+# ---------------------------------------------------------------- raw data
+# Columns of the CSV made by `tools/ingest_coco.py`, in order.
+CSV_COLUMNS = ('image_id', 'id', 'caption', 'url', 'file_name', 'license')
+IMAGE_ID_KEY = 'image_id'
+CAPTION_ID_KEY = 'id'
+CAPTION_KEY = 'caption'
+
+# Split by image so the captions of one image never straddle train and eval.
+SPLIT_FEATURE = IMAGE_ID_KEY
+SPLIT_BUCKETS = {'train': 2, 'eval': 1}
+
+# ---------------------------------------------------------------- transform
+VOCAB_SIZE = 5000            # top-k caption tokens kept; the rest share one OOV id
+NUM_OOV_BUCKETS = 1
+MAX_TOKENS = 16              # caption tokens kept per caption (pad/truncate)
+VOCAB_NAME = 'caption_vocab'  # file name of the vocabulary in transform_output
+# Model-side token ids: ids 0 and 1 are reserved, vocabulary ids start at 2.
+PAD_ID = 0
+BOUNDARY_ID = 1              # start-of-caption input and end-of-caption target
+FIRST_WORD_ID = 2
+NUM_CLASSES = FIRST_WORD_ID + VOCAB_SIZE + NUM_OOV_BUCKETS
+
+# Transformed feature names (outputs of preprocessing_fn).
+TOKEN_IDS_KEY = 'token_ids'
+NUM_TOKENS_KEY = 'num_tokens'
+LENGTH_RATIO_KEY = 'length_ratio'   # caption length / mean length (full pass)
+TRANSFORMED_IMAGE_ID_KEY = 'image_id'
+TRANSFORMED_CAPTION_ID_KEY = 'caption_id'
+
+# ---------------------------------------------------------------- trainer
+TRAIN_STEPS = 1500
+EVAL_STEPS = None            # None: score the whole eval split (exact perplexity)
+BATCH_SIZE = 128
+EMBED_DIM = 256
+GRU_UNITS = 512
+DROPOUT = 0.2
+LEARNING_RATE = 3e-3
+STEPS_PER_EPOCH = 250        # "epoch" = logging/eval interval, in steps
+SEED = 42
+
+# ---------------------------------------------------------------- GCP / KFP
+DEFAULT_GCP_REGION = 'us-central1'
+DEFAULT_IMAGE = 'gcr.io/{project}/coco-captions-tfx:latest'
+
+
+def env(name: str, default: Optional[str] = None) -> Optional[str]:
+  """Reads `COCO_<name>`; one prefix so `env | grep COCO_` shows every override."""
+  return os.environ.get(ENV_PREFIX + name, default)
+
+
+def env_int(name: str, default: Optional[int]) -> Optional[int]:
+  """Integer `COCO_<name>`, with an error naming the variable if malformed."""
+  raw = env(name)
+  if raw is None or raw == '':
+    return default
+  try:
+    return int(raw)
+  except ValueError:
+    raise ValueError(f'{ENV_PREFIX}{name}={raw!r} is not an integer') from None
+
+
+def data_root() -> str:
+  """Directory of input CSVs (every file in it is read)."""
+  return env('DATA_ROOT', os.path.join(PROJECT_DIR, 'data', 'captions'))
+
+
+def local_output_dir() -> str:
+  """Where local runs keep pipeline outputs and their ML Metadata."""
+  return env('OUTPUT_DIR', os.path.join(PROJECT_DIR, 'tfx_pipeline_output'))
+
+
+def local_pipeline_root(output_dir: Optional[str] = None) -> str:
+  return os.path.join(output_dir or local_output_dir(), PIPELINE_NAME)
+
+
+def local_metadata_path(pipeline_root: str) -> str:
+  """SQLite ML Metadata lives under the pipeline root it describes."""
+  return os.path.join(pipeline_root, 'metadata.db')
+
+
+def train_steps() -> int:
+  return env_int('TRAIN_STEPS', TRAIN_STEPS)
+
+
+def eval_steps() -> Optional[int]:
+  return env_int('EVAL_STEPS', EVAL_STEPS)
+
+
+def transform_config() -> Dict[str, Any]:
+  """`custom_config` handed to preprocessing_fn (part of Transform's cache key)."""
+  return {
+      'vocab_size': env_int('VOCAB_SIZE', VOCAB_SIZE),
+      'max_tokens': env_int('MAX_TOKENS', MAX_TOKENS),
+  }
+
+
+def trainer_config() -> Dict[str, Any]:
+  """`custom_config` handed to run_fn (part of Trainer's cache key)."""
+  return {
+      'batch_size': env_int('BATCH_SIZE', BATCH_SIZE),
+      'embed_dim': EMBED_DIM,
+      'gru_units': GRU_UNITS,
+      'dropout': DROPOUT,
+      'learning_rate': LEARNING_RATE,
+      'steps_per_epoch': env_int('STEPS_PER_EPOCH', STEPS_PER_EPOCH),
+      'seed': SEED,
+  }

@@ -1,0 +1,162 @@
+"""Official COCO caption annotations -> the pipeline's CSV.
+
+    python -m pipeline.ingest SOURCE [-o OUT.csv] [--max-images N] [--member NAME]
+
+SOURCE is a captions JSON (2014 or 2017, e.g. captions_val2017.json), or the
+official annotations zip (e.g. annotations_trainval2017.zip; every
+`captions_*.json` inside is converted unless --member picks one), as a local
+path or an http(s) URL (downloaded to a temporary file; the only download the
+project ever does, and only when asked).
+
+Output columns: image_id,id,caption,url,file_name,license (see
+`pipeline.config.CSV_COLUMNS`). Captions are written unchanged: commas,
+quotes, embedded newlines, trailing spaces and non-ASCII text survive, quoted
+the way CsvExampleGen reads them. `url` is the image's `coco_url`, `license`
+the name of its license id ('' when the image names none).
+"""
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence
+
+from pipeline import config
+
+
+class IngestError(ValueError):
+  """Bad input, with the file and the place in it."""
+
+
+@contextlib.contextmanager
+def local_copy(source: str) -> Iterator[str]:
+  """Yields a local path for `source`, downloading http(s) URLs to a temp file."""
+  if not source.startswith(('http://', 'https://')):
+    if not os.path.exists(source):
+      raise IngestError(f'{source}: no such file')
+    yield source
+    return
+  suffix = '.zip' if source.lower().split('?')[0].endswith('.zip') else '.json'
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, 'download' + suffix)
+    try:
+      with urllib.request.urlopen(source, timeout=60) as response, open(path, 'wb') as out:
+        shutil.copyfileobj(response, out)
+    except OSError as e:
+      raise IngestError(f'{source}: download failed: {e}') from None
+    yield path
+
+
+def _load_json(stream: IO[bytes], name: str) -> Dict[str, Any]:
+  try:
+    data = json.load(stream)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise IngestError(f'{name}: not valid JSON: {e}') from None
+  for key in ('images', 'annotations'):
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+      raise IngestError(f'{name}: not a COCO captions file (no "{key}" list)')
+  return data
+
+
+def annotation_files(path: str, member: Optional[str] = None) -> Iterator[Dict[str, Any]]:
+  """Yields each captions annotation dict in a JSON file or annotations zip."""
+  if not zipfile.is_zipfile(path):
+    with open(path, 'rb') as f:
+      yield _load_json(f, path)
+    return
+  with zipfile.ZipFile(path) as archive:
+    names = sorted(n for n in archive.namelist()
+                   if os.path.basename(n).startswith('captions_') and n.endswith('.json'))
+    if member:
+      names = [n for n in names if n == member or os.path.basename(n) == member]
+    if not names:
+      raise IngestError(f'{path}: no captions_*.json member'
+                        + (f' named {member!r}' if member else ''))
+    for name in names:
+      with archive.open(name) as f:
+        yield _load_json(f, f'{path}:{name}')
+
+
+def caption_rows(data: Dict[str, Any], name: str = '<annotations>',
+                 max_images: Optional[int] = None) -> Iterator[List[Any]]:
+  """Rows of CSV_COLUMNS for one annotations dict, in annotation order.
+
+  With `max_images`, only the captions of the N smallest image ids are kept
+  (a deterministic sample that keeps every caption of each image).
+  """
+  licenses = {lic.get('id'): lic.get('name', '') for lic in data.get('licenses', [])}
+  images = {}
+  for i, image in enumerate(data['images']):
+    if 'id' not in image:
+      raise IngestError(f'{name}: images[{i}] has no "id"')
+    images[image['id']] = image
+  keep = set(sorted(images)[:max_images]) if max_images else None
+  for i, ann in enumerate(data['annotations']):
+    for field in ('image_id', 'id', 'caption'):
+      if field not in ann:
+        raise IngestError(f'{name}: annotations[{i}] has no "{field}"')
+    image = images.get(ann['image_id'])
+    if image is None:
+      raise IngestError(f'{name}: annotations[{i}] (id {ann["id"]}) refers to '
+                        f'image_id {ann["image_id"]}, which is not in "images"')
+    if keep is not None and ann['image_id'] not in keep:
+      continue
+    yield [ann['image_id'], ann['id'], ann['caption'], image.get('coco_url', ''),
+           image.get('file_name', ''), licenses.get(image.get('license'), '')]
+
+
+def write_csv(rows: Iterable[Sequence[Any]], out: IO[str]) -> int:
+  """Writes the header and rows; strings quoted, ids bare. Returns the row count.
+
+  The header stays unquoted: CsvExampleGen takes header names verbatim.
+  """
+  out.write(','.join(config.CSV_COLUMNS) + '\n')
+  writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, lineterminator='\n')
+  count = 0
+  for row in rows:
+    writer.writerow(row)
+    count += 1
+  return count
+
+
+def ingest(source: str, out_path: str, max_images: Optional[int] = None,
+           member: Optional[str] = None) -> int:
+  """Converts `source` to a CSV at `out_path`; returns the number of captions."""
+  with local_copy(source) as path:
+    rows = (row for data in annotation_files(path, member)
+            for row in caption_rows(data, name=source, max_images=max_images))
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    tmp_path = out_path + '.partial'
+    with open(tmp_path, 'w', encoding='utf-8', newline='') as out:
+      count = write_csv(rows, out)
+    os.replace(tmp_path, out_path)  # never leave a half-written CSV behind
+  return count
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('source', help='captions JSON or annotations zip: path or http(s) URL')
+  parser.add_argument('-o', '--output', default=os.path.join(config.data_root(), 'captions.csv'),
+                      help='CSV to write (default: %(default)s)')
+  parser.add_argument('--max-images', type=int, default=None,
+                      help='keep only the captions of the N smallest image ids')
+  parser.add_argument('--member', default=None, help='zip member to convert (default: all captions_*.json)')
+  args = parser.parse_args(argv)
+  try:
+    count = ingest(args.source, args.output, args.max_images, args.member)
+  except IngestError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'wrote {count} captions to {args.output}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,88 @@
+"""The TFX pipeline: CsvExampleGen -> StatisticsGen -> SchemaGen -> Transform -> Trainer.
+
+Reads top to bottom like the DAG it builds. Runners (local, Kubeflow/Vertex)
+call `create_pipeline` with their own metadata and Beam settings; nothing
+here knows which orchestrator runs it.
+"""
+
+from typing import List, Optional
+
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from pipeline import config
+
+
+def example_gen_output_config() -> tfx.proto.Output:
+  """Deterministic train/eval split by image id (hash buckets), so all
+  captions of one image land in the same split."""
+  return tfx.proto.Output(
+      split_config=tfx.proto.SplitConfig(
+          splits=[tfx.proto.SplitConfig.Split(name=name, hash_buckets=buckets)
+                  for name, buckets in config.SPLIT_BUCKETS.items()],
+          partition_feature_name=config.SPLIT_FEATURE))
+
+
+def create_pipeline(
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    *,
+    module_file: Optional[str] = None,
+    preprocessing_fn: Optional[str] = None,
+    run_fn: Optional[str] = None,
+    train_steps: int = config.TRAIN_STEPS,
+    eval_steps: Optional[int] = config.EVAL_STEPS,
+    transform_config: Optional[dict] = None,
+    trainer_config: Optional[dict] = None,
+    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+    enable_cache: bool = True,
+    beam_pipeline_args: Optional[List[str]] = None,
+) -> tfx.dsl.Pipeline:
+  """Builds the pipeline.
+
+  The user code comes either from `module_file` (a path; TFX wheels it and
+  its cache key follows the file contents: the local default) or from dotted
+  names `preprocessing_fn` / `run_fn` of the installed package (what a
+  component image uses on Kubeflow/Vertex, where no local file exists).
+  """
+  if module_file and not (preprocessing_fn or run_fn):
+    transform_code = trainer_code = {'module_file': module_file}
+  elif preprocessing_fn and run_fn and not module_file:
+    transform_code = {'preprocessing_fn': preprocessing_fn}
+    trainer_code = {'run_fn': run_fn}
+  else:
+    raise ValueError('Give either module_file, or both preprocessing_fn and run_fn.')
+
+  example_gen = tfx.components.CsvExampleGen(
+      input_base=data_root, output_config=example_gen_output_config())
+
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples'])
+
+  schema_gen = tfx.components.SchemaGen(
+      statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
+
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      custom_config=transform_config or config.transform_config(),
+      **transform_code)
+
+  trainer = tfx.components.Trainer(
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=transform.outputs['post_transform_schema'],
+      train_args=tfx.proto.TrainArgs(num_steps=train_steps),
+      eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
+      custom_config=trainer_config or config.trainer_config(),
+      **trainer_code)
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=pipeline_name,
+      pipeline_root=pipeline_root,
+      components=[example_gen, statistics_gen, schema_gen, transform, trainer],
+      enable_cache=enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args or [],
+  )
