@@ -1,0 +1,57 @@
+"""Shared fixtures: the shared data sets and one pipeline run for all e2e tests."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from pipeline import config  # noqa: E402
+
+SHARED_DATA = os.path.abspath(os.path.join(config.PROJECT_DIR, '..', 'shared', 'data'))
+VAL2017 = os.path.join(SHARED_DATA, 'coco', 'captions_val2017.json')
+# Few steps: the e2e tests check wiring, caching and export, not quality
+# (bench/quality.py measures that on the full val2017 captions).
+E2E_TRAIN_STEPS = 60
+
+
+def shared_file(path: str) -> str:
+  """A file of ../shared/data, or skip with the reason."""
+  if not os.path.exists(path):
+    pytest.skip(f'{path} is absent (the shared data sets live in ../shared/data)')
+  return path
+
+
+def run_local(env, timeout: int = 900) -> subprocess.CompletedProcess:
+  """Runs local_runner.py in a fresh process, as a user would."""
+  return subprocess.run([sys.executable, os.path.join(config.PROJECT_DIR, 'local_runner.py')],
+                        env=env, capture_output=True, text=True, timeout=timeout,
+                        cwd=config.PROJECT_DIR)
+
+
+class PipelineRun:
+  """Two runs of the default pipeline on data/: a cold one and a cached one."""
+
+  def __init__(self, output_dir: str):
+    self.output_dir = output_dir
+    self.pipeline_root = config.local_pipeline_root(output_dir)
+    self.metadata_path = config.local_metadata_path(self.pipeline_root)
+    self.env = dict(os.environ, COCO_OUTPUT_DIR=output_dir,
+                    COCO_TRAIN_STEPS=str(E2E_TRAIN_STEPS), COCO_STEPS_PER_EPOCH='30')
+    self.first = run_local(self.env)
+    self.second = run_local(self.env) if self.first.returncode == 0 else None
+
+  def check(self):
+    for name, result in (('first', self.first), ('second', self.second)):
+      assert result is not None and result.returncode == 0, (
+          f'{name} run failed:\n{result.stdout if result else ""}\n{result.stderr if result else ""}')
+
+
+@pytest.fixture(scope='session')
+def pipeline_run(tmp_path_factory) -> PipelineRun:
+  run = PipelineRun(str(tmp_path_factory.mktemp('e2e')))
+  run.check()
+  return run
