@@ -97,6 +97,22 @@ def local_metadata_path(pipeline_root: str) -> str:
   return os.path.join(pipeline_root, 'metadata.db')
 
 
+def kfp_pipeline_root(gcs_root: str) -> str:
+  """Pipeline root on GCS for KFP/Vertex runs (`COCO_KFP_PIPELINE_ROOT` overrides)."""
+  return env('KFP_PIPELINE_ROOT') or f'{_gcs(gcs_root)}/pipeline_root'
+
+
+def kfp_data_root(gcs_root: str) -> str:
+  """Input CSV directory for KFP/Vertex runs (`COCO_KFP_DATA_ROOT` overrides)."""
+  return env('KFP_DATA_ROOT') or f'{_gcs(gcs_root)}/data'
+
+
+def _gcs(gcs_root: str) -> str:
+  if not gcs_root.startswith('gs://'):
+    raise ValueError(f'{ENV_PREFIX}GCS_ROOT must be a gs:// path, got {gcs_root!r}')
+  return gcs_root.rstrip('/')
+
+
 def train_steps() -> int:
   return env_int('TRAIN_STEPS', TRAIN_STEPS)
 
