@@ -8,7 +8,7 @@ Compiling contacts nothing. On the cluster the code comes from the component
 image (this package installed there), so Transform and Trainer get dotted
 function names instead of a module file (a module file would be wheeled and
 copied to the gs:// pipeline root at compile time). Submitting is a separate,
-explicit step: `python -m pipeline.submit` (see README).
+explicit step: `python -m pipeline.submit` (see docs/gcp.md).
 
 Settings (environment, read in pipeline/config.py and pipeline/beam.py):
 COCO_GCP_PROJECT, COCO_GCP_REGION, COCO_GCS_ROOT (gs://bucket/prefix),
@@ -26,8 +26,10 @@ RUN_FN = 'modules.model.run_fn'
 FORMATS = {'json': 'pipeline.json', 'yaml': 'pipeline.yaml'}
 
 
-def output_filename() -> str:
-  fmt = config.env('KFP_FORMAT', 'json')
+def output_filename(fmt: str = None) -> str:
+  """File name for a format; the extension is what picks the format in
+  KubeflowV2DagRunner (.json: Vertex PipelineJob, .yaml: KFP PipelineSpec)."""
+  fmt = fmt or config.env('KFP_FORMAT', 'json')
   if fmt not in FORMATS:
     raise ValueError(f'{config.ENV_PREFIX}KFP_FORMAT={fmt!r}; choose one of {sorted(FORMATS)}')
   return FORMATS[fmt]
@@ -50,18 +52,27 @@ def build():
   )
 
 
-def compile_pipeline(output_dir: str = None) -> str:
-  """Writes the compiled pipeline; returns its path."""
+def compile_pipeline(output_dir: str = None, filename: str = None) -> str:
+  """Writes the compiled pipeline; returns its path.
+
+  `filename` (e.g. from `python -m pipeline.submit --package`) overrides
+  COCO_KFP_FORMAT so the format follows the submission target, not whatever
+  the environment says; its extension must be .json, .yaml or .yml.
+  """
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from pipeline import beam  # pylint: disable=g-import-not-at-top
   output_dir = output_dir or config.env('KFP_OUTPUT_DIR', os.getcwd())
+  filename = filename or output_filename()
+  if not filename.endswith(('.json', '.yaml', '.yml')):
+    raise ValueError(f'pipeline package {filename!r}: the name must end in .json '
+                     '(Vertex PipelineJob) or .yaml/.yml (KFP PipelineSpec)')
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
           default_image=beam.gcp_settings()['image']),
       output_dir=output_dir,
-      output_filename=output_filename())
+      output_filename=filename)
   runner.run(build())
-  return os.path.join(output_dir, output_filename())
+  return os.path.join(output_dir, filename)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ One setting picks the mode: `COCO_BEAM_MODE` (default `in_memory`).
   environment (see `gcp_settings`). Code reaches the workers through the
   component image (`--sdk_container_image`, recommended: workers then run the
   locked dependencies) or, with `COCO_DATAFLOW_SHIP=setup_file`, through
-  `setup.py` (no image needed, but workers then pip-install unpinned deps).
+  `setup.py` plus `COCO_DATAFLOW_REQUIREMENTS` (see `shipping_args`).
 
 Every mode names how our code ships (`--setup_file` or an image). Without one,
 TFX builds and stages an sdist of TFX itself in every Beam component.
@@ -84,8 +84,24 @@ def dataflow_args(settings: Dict[str, str]) -> List[str]:
       f'--disk_size_gb={config.env_int("DATAFLOW_DISK_GB", 50)}',
       '--experiments=use_runner_v2',
   ]
-  if config.env('DATAFLOW_SHIP', 'image') == 'setup_file':
-    args.append(f'--setup_file={SETUP_FILE}')
-  else:
-    args.append(f'--sdk_container_image={settings["image"]}')
-  return args
+  return args + shipping_args(settings)
+
+
+def shipping_args(settings: Dict[str, str]) -> List[str]:
+  """How our code and its dependencies reach the Dataflow workers.
+
+  `image` (default): the component image, which already holds TFX 1.16 with
+  its TF/TFT/Beam, so workers install nothing. `setup_file`: the default Beam
+  worker image plus `setup.py`; setup.py pins no dependencies (on purpose, see
+  its docstring), so the workers also need COCO_DATAFLOW_REQUIREMENTS, a
+  requirements file listing the complete pinned closure (Beam downloads it with
+  `pip download --no-deps`), e.g. requirements.lock.
+  """
+  ship = config.env('DATAFLOW_SHIP', 'image')
+  if ship == 'image':
+    return [f'--sdk_container_image={settings["image"]}']
+  if ship == 'setup_file':
+    requirements = config.env('DATAFLOW_REQUIREMENTS', '')
+    return [f'--setup_file={SETUP_FILE}'] + (
+        [f'--requirements_file={requirements}'] if requirements else [])
+  raise ValueError(f'{config.ENV_PREFIX}DATAFLOW_SHIP={ship!r}; choose image or setup_file')

@@ -47,14 +47,15 @@ TRANSFORMED_IMAGE_ID_KEY = 'image_id'
 TRANSFORMED_CAPTION_ID_KEY = 'caption_id'
 
 # ---------------------------------------------------------------- trainer
-TRAIN_STEPS = 1500
+TRAIN_STEPS = 1000
 EVAL_STEPS = None            # None: score the whole eval split (exact perplexity)
 BATCH_SIZE = 128
 EMBED_DIM = 256
-GRU_UNITS = 512
-DROPOUT = 0.2
-LEARNING_RATE = 3e-3
-STEPS_PER_EPOCH = 250        # "epoch" = logging/eval interval, in steps
+GRU_UNITS = 256
+DROPOUT = 0.3                # on embeddings and GRU outputs
+LEARNING_RATE = 5e-3         # peak of a warm-up + cosine schedule
+WARMUP_STEPS = 100
+STEPS_PER_EPOCH = 200        # "epoch" = logging/eval interval, in steps
 SEED = 42
 
 # ---------------------------------------------------------------- GCP / KFP
@@ -137,6 +138,7 @@ def trainer_config() -> Dict[str, Any]:
       'gru_units': GRU_UNITS,
       'dropout': DROPOUT,
       'learning_rate': LEARNING_RATE,
+      'warmup_steps': WARMUP_STEPS,
       'steps_per_epoch': env_int('STEPS_PER_EPOCH', STEPS_PER_EPOCH),
       'seed': SEED,
   }
