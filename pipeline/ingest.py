@@ -111,31 +111,45 @@ def caption_rows(data: Dict[str, Any], name: str = '<annotations>',
            image.get('file_name', ''), licenses.get(image.get('license'), '')]
 
 
-def write_csv(rows: Iterable[Sequence[Any]], out: IO[str]) -> int:
-  """Writes the header and rows; strings quoted, ids bare. Returns the row count.
+def write_csv(rows: Iterable[Sequence[Any]], outs: Sequence[IO[str]]) -> int:
+  """Writes the header to every output and deals rows round-robin over them.
 
-  The header stays unquoted: CsvExampleGen takes header names verbatim.
+  Strings are quoted, ids bare; the header stays unquoted because
+  CsvExampleGen takes header names verbatim. Returns the row count.
   """
-  out.write(','.join(config.CSV_COLUMNS) + '\n')
-  writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, lineterminator='\n')
+  writers = []
+  for out in outs:
+    out.write(','.join(config.CSV_COLUMNS) + '\n')
+    writers.append(csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, lineterminator='\n'))
   count = 0
-  for row in rows:
-    writer.writerow(row)
-    count += 1
+  for count, row in enumerate(rows, 1):
+    writers[(count - 1) % len(writers)].writerow(row)
   return count
 
 
+def shard_paths(out_path: str, shards: int) -> List[str]:
+  """`captions.csv` -> [captions.csv] or [captions-00000-of-00004.csv, ...]."""
+  if shards <= 1:
+    return [out_path]
+  stem, ext = os.path.splitext(out_path)
+  return [f'{stem}-{i:05d}-of-{shards:05d}{ext or ".csv"}' for i in range(shards)]
+
+
 def ingest(source: str, out_path: str, max_images: Optional[int] = None,
-           member: Optional[str] = None) -> int:
-  """Converts `source` to a CSV at `out_path`; returns the number of captions."""
+           member: Optional[str] = None, shards: int = 1) -> int:
+  """Converts `source` to CSV at `out_path` (or `shards` files beside it);
+  returns the number of captions."""
   with local_copy(source) as path:
     rows = (row for data in annotation_files(path, member)
             for row in caption_rows(data, name=source, max_images=max_images))
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    tmp_path = out_path + '.partial'
-    with open(tmp_path, 'w', encoding='utf-8', newline='') as out:
-      count = write_csv(rows, out)
-    os.replace(tmp_path, out_path)  # never leave a half-written CSV behind
+    paths = shard_paths(out_path, shards)
+    with contextlib.ExitStack() as stack:
+      outs = [stack.enter_context(open(p + '.partial', 'w', encoding='utf-8', newline=''))
+              for p in paths]
+      count = write_csv(rows, outs)
+    for p in paths:  # never leave a half-written CSV where the pipeline reads
+      os.replace(p + '.partial', p)
   return count
 
 
@@ -148,9 +162,11 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument('--max-images', type=int, default=None,
                       help='keep only the captions of the N smallest image ids')
   parser.add_argument('--member', default=None, help='zip member to convert (default: all captions_*.json)')
+  parser.add_argument('--shards', type=int, default=1,
+                      help='write N CSV files (rows dealt round-robin) instead of one')
   args = parser.parse_args(argv)
   try:
-    count = ingest(args.source, args.output, args.max_images, args.member)
+    count = ingest(args.source, args.output, args.max_images, args.member, args.shards)
   except IngestError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

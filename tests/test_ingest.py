@@ -104,6 +104,16 @@ def test_http_url(annotations_json, tmp_path):
     server.shutdown()
 
 
+def test_shards_split_rows_and_each_has_a_header(annotations_json, tmp_path):
+  out = str(tmp_path / 'sharded' / 'captions.csv')
+  assert ingest.ingest(annotations_json, out, shards=4) == len(TRICKY)
+  files = sorted(os.listdir(tmp_path / 'sharded'))
+  assert files == [f'captions-0000{i}-of-00004.csv' for i in range(4)]
+  shards = [read_csv(str(tmp_path / 'sharded' / f)) for f in files]
+  assert all(tuple(rows[0]) == config.CSV_COLUMNS for rows in shards)
+  assert sorted(r[2] for rows in shards for r in rows[1:]) == sorted(TRICKY)
+
+
 def test_max_images_keeps_whole_images(annotations_json, tmp_path):
   out = str(tmp_path / 'few.csv')
   assert ingest.ingest(annotations_json, out, max_images=2) == 4  # images 7 and 9
