@@ -71,7 +71,8 @@ def main() -> int:
   verbose = config.env('VERBOSE', '0') not in ('', '0', 'false')
   progress = logs.setup(verbose=verbose, total_components=NUM_COMPONENTS)
   pipeline_root = config.local_pipeline_root()
-  log_path = os.path.join(pipeline_root, 'logs', time.strftime('run-%Y%m%d-%H%M%S.log'))
+  log_dir = os.path.join(os.path.dirname(config.local_metadata_path(pipeline_root)), 'logs')
+  log_path = os.path.join(log_dir, time.strftime('run-%Y%m%d-%H%M%S.log'))
   quiet = contextlib.nullcontext() if verbose else logs.quiet_output(log_path, progress)
   try:
     with quiet:

@@ -52,7 +52,7 @@ EVAL_STEPS = None            # None: score the whole eval split (exact perplexit
 BATCH_SIZE = 128
 EMBED_DIM = 256
 GRU_UNITS = 256
-DROPOUT = 0.3                # on embeddings and GRU outputs
+DROPOUT = 0.4                # on embeddings and GRU outputs
 LEARNING_RATE = 5e-3         # peak of a warm-up + cosine schedule
 WARMUP_STEPS = 100
 STEPS_PER_EPOCH = 200        # "epoch" = logging/eval interval, in steps
@@ -94,7 +94,15 @@ def local_pipeline_root(output_dir: Optional[str] = None) -> str:
 
 
 def local_metadata_path(pipeline_root: str) -> str:
-  """SQLite ML Metadata lives under the pipeline root it describes."""
+  """SQLite ML Metadata lives under the pipeline root it describes.
+
+  A gs:// root (local orchestration, Beam on Dataflow) keeps it on local disk
+  instead, since SQLite cannot live on GCS. `COCO_METADATA_PATH` overrides.
+  """
+  if env('METADATA_PATH'):
+    return env('METADATA_PATH')
+  if pipeline_root.startswith('gs://'):
+    return os.path.join(PROJECT_DIR, 'tfx_pipeline_output', 'metadata', f'{PIPELINE_NAME}.db')
   return os.path.join(pipeline_root, 'metadata.db')
 
 
