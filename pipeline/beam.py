@@ -4,6 +4,9 @@ One setting picks the mode: `COCO_BEAM_MODE` (default `in_memory`).
 
 - `in_memory`: DirectRunner in this process (fastest on a laptop-sized run).
 - `multi_processing`: DirectRunner with `COCO_BEAM_WORKERS` worker processes.
+- `portable`: PortableRunner against a Beam job service at
+  `COCO_BEAM_JOB_ENDPOINT` (the Job API path Flink, Spark and Dataflow Runner v2
+  use), workers in `COCO_BEAM_ENVIRONMENT` (default LOOPBACK: in this process).
 - `dataflow`: DataflowRunner on GCP; project/region/bucket from the
   environment (see `gcp_settings`). Code reaches the workers through the
   component image (`--sdk_container_image`, recommended: workers then run the
@@ -19,7 +22,7 @@ from typing import Dict, List, Optional
 
 from pipeline import config
 
-MODES = ('in_memory', 'multi_processing', 'dataflow')
+MODES = ('in_memory', 'multi_processing', 'portable', 'dataflow')
 SETUP_FILE = os.path.join(config.PROJECT_DIR, 'setup.py')
 
 
@@ -64,6 +67,14 @@ def beam_pipeline_args(mode: Optional[str] = None,
     workers = workers or config.env_int('BEAM_WORKERS', os.cpu_count() or 2)
     return ['--runner=DirectRunner', '--direct_running_mode=multi_processing',
             f'--direct_num_workers={workers}', f'--setup_file={SETUP_FILE}']
+  if mode == 'portable':
+    endpoint = config.env('BEAM_JOB_ENDPOINT')
+    if not endpoint:
+      raise ValueError(f'PortableRunner needs {config.ENV_PREFIX}BEAM_JOB_ENDPOINT (host:port '
+                       'of a Beam job service)')
+    return ['--runner=PortableRunner', f'--job_endpoint={endpoint}',
+            f'--environment_type={config.env("BEAM_ENVIRONMENT", "LOOPBACK")}',
+            f'--setup_file={SETUP_FILE}']
   if mode == 'dataflow':
     return dataflow_args(gcp_settings())
   raise ValueError(f'unknown Beam mode {mode!r}; choose one of {MODES}')

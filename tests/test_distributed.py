@@ -1,0 +1,204 @@
+"""Distributed rehearsal on one machine: the same pipeline with its Beam stages on
+DirectRunner multi_processing (2 worker processes) and on PortableRunner against a
+Beam job service started here, compared with the in-memory run.
+
+Input: the shipped sample re-dealt into 3 CSV shards; vocabulary top-k (300) smaller
+than the number of distinct tokens, so the top-k cut itself must agree.
+"""
+
+import csv
+import glob
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import psutil
+import pytest
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
+
+from modules.preprocessing import tokenize
+from pipeline import config, ingest, metadata
+from tests.conftest import run_local
+
+pytestmark = pytest.mark.slow
+VOCAB_SIZE = 300
+SHARDS = 3
+
+
+def reshard(src_dir: str, dst_dir: str, shards: int) -> int:
+  """Deals the rows of every CSV in src_dir round-robin into `shards` files."""
+  rows = []
+  for path in sorted(glob.glob(os.path.join(src_dir, '*.csv'))):
+    with open(path, newline='', encoding='utf-8') as f:
+      rows += [[int(r['image_id']), int(r['id'])] + [r[c] for c in config.CSV_COLUMNS[2:]]
+               for r in csv.DictReader(f)]
+  os.makedirs(dst_dir)
+  outs = [open(p, 'w', newline='', encoding='utf-8')
+          for p in ingest.shard_paths(os.path.join(dst_dir, 'captions.csv'), shards)]
+  try:
+    return ingest.write_csv(rows, outs)
+  finally:
+    for out in outs:
+      out.close()
+
+
+class ChildWatcher:
+  """Records the Beam SDK worker processes spawned under a process tree."""
+
+  def __init__(self):
+    self.workers = {}
+    self._stop = threading.Event()
+    self._root = psutil.Process()
+    self._thread = threading.Thread(target=self._poll, daemon=True)
+
+  def _poll(self):
+    while not self._stop.is_set():
+      for child in self._root.children(recursive=True):
+        try:
+          cmdline = ' '.join(child.cmdline())
+        except psutil.Error:
+          continue
+        if 'sdk_worker_main' in cmdline:
+          self.workers[child.pid] = cmdline
+      time.sleep(0.1)
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+class Outputs:
+  """What a finished run produced, read through its ML Metadata."""
+
+  def __init__(self, output_dir: str):
+    root = config.local_pipeline_root(output_dir)
+    self.store = metadata.open_store(config.local_metadata_path(root))
+
+  def uri(self, type_name: str, producer: str) -> str:
+    uris = [a.uri for a in self.store.get_artifacts_by_type(type_name) if f'/{producer}/' in a.uri]
+    assert len(uris) == 1, (type_name, producer, uris)
+    return uris[0]
+
+  def vocabulary(self) -> bytes:
+    path = os.path.join(self.uri('TransformGraph', 'Transform'), 'transform_fn', 'assets',
+                        config.VOCAB_NAME)
+    with open(path, 'rb') as f:
+      return f.read()
+
+  def example_counts(self, type_name: str, producer: str) -> dict:
+    uri = self.uri(type_name, producer)
+    return {split: sum(1 for _ in tf.data.TFRecordDataset(
+        glob.glob(os.path.join(uri, f'Split-{split}', '*')), compression_type='GZIP'))
+            for split in ('train', 'eval')}
+
+  def statistics_counts(self) -> dict:
+    uri = self.uri('ExampleStatistics', 'StatisticsGen')
+    counts = {}
+    for split in ('train', 'eval'):
+      stats = tfdv.load_stats_binary(os.path.join(uri, f'Split-{split}', 'FeatureStats.pb'))
+      counts[split] = stats.datasets[0].num_examples
+    return counts
+
+  def states(self) -> set:
+    return {r.state for r in metadata.component_runs(self.store)}
+
+
+@pytest.fixture(scope='module')
+def sharded_data(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp('sharded') / 'data')
+  count = reshard(config.data_root(), data_dir, SHARDS)
+  assert len(os.listdir(data_dir)) == SHARDS
+  return data_dir, count
+
+
+def run_mode(tmp_path_factory, data_dir, mode, extra=None):
+  output_dir = str(tmp_path_factory.mktemp(mode))
+  env = dict(os.environ, COCO_OUTPUT_DIR=output_dir, COCO_DATA_ROOT=data_dir,
+             COCO_BEAM_MODE=mode, COCO_VOCAB_SIZE=str(VOCAB_SIZE),
+             COCO_TRAIN_STEPS='10', COCO_STEPS_PER_EPOCH='10')
+  env.update(extra or {})
+  result = run_local(env)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert f'with Beam {mode}' in result.stdout
+  return Outputs(output_dir)
+
+
+@pytest.fixture(scope='module')
+def in_memory(tmp_path_factory, sharded_data):
+  return run_mode(tmp_path_factory, sharded_data[0], 'in_memory')
+
+
+def assert_same_results(run: Outputs, reference: Outputs, csv_rows: int):
+  assert run.states() == {'COMPLETE'}
+  examples = reference.example_counts('Examples', 'CsvExampleGen')
+  assert sum(examples.values()) == csv_rows
+  assert run.example_counts('Examples', 'CsvExampleGen') == examples
+  assert run.statistics_counts() == reference.statistics_counts() == examples
+  assert (run.example_counts('Examples', 'Transform')
+          == reference.example_counts('Examples', 'Transform') == examples)
+  vocab = reference.vocabulary().splitlines()
+  assert len(vocab) == VOCAB_SIZE
+  assert run.vocabulary() == reference.vocabulary()
+
+
+def test_in_memory_reference_sees_every_row(in_memory, sharded_data):
+  data_dir, rows = sharded_data
+  assert sum(in_memory.example_counts('Examples', 'CsvExampleGen').values()) == rows
+  captions = []
+  for path in glob.glob(os.path.join(data_dir, '*.csv')):
+    with open(path, newline='', encoding='utf-8') as f:
+      captions += [r['caption'] for r in csv.DictReader(f)]
+  distinct_tokens = set(tokenize(tf.constant(captions)).flat_values.numpy().tolist())
+  assert len(distinct_tokens) > VOCAB_SIZE  # so the top-k cut is exercised
+
+
+def test_multi_processing_two_workers_matches_in_memory(tmp_path_factory, sharded_data, in_memory):
+  data_dir, rows = sharded_data
+  with ChildWatcher() as watcher:
+    run = run_mode(tmp_path_factory, data_dir, 'multi_processing', {'COCO_BEAM_WORKERS': '2'})
+  # Proof the mode took effect: Beam spawned separate SDK worker processes.
+  assert len(watcher.workers) >= 2, watcher.workers
+  assert_same_results(run, in_memory, rows)
+
+
+def test_portable_runner_job_service_matches_in_memory(tmp_path_factory, sharded_data, in_memory):
+  data_dir, rows = sharded_data
+  port_file = str(tmp_path_factory.mktemp('jobservice') / 'port')
+  service = subprocess.Popen(
+      [sys.executable, '-m', 'apache_beam.runners.portability.local_job_service_main',
+       '--port', str(free_port()), '--port_file', port_file],
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    deadline = time.time() + 60
+    while not os.path.exists(port_file) and time.time() < deadline:
+      time.sleep(0.2)
+    with open(port_file) as f:
+      endpoint = f'localhost:{f.read().strip()}'
+    run = run_mode(tmp_path_factory, data_dir, 'portable',
+                   {'COCO_BEAM_JOB_ENDPOINT': endpoint, 'COCO_BEAM_ENVIRONMENT': 'LOOPBACK'})
+    # Proof the mode took effect: the job service itself ran the Beam jobs.
+    with grpc.insecure_channel(endpoint) as channel:
+      jobs = beam_job_api_pb2_grpc.JobServiceStub(channel).GetJobs(
+          beam_job_api_pb2.GetJobsRequest(), timeout=30).job_info
+    done = [j for j in jobs if j.state == beam_job_api_pb2.JobState.DONE]
+    assert len(done) >= 3, jobs  # ExampleGen, StatisticsGen, Transform (+ analyzers)
+  finally:
+    service.terminate()
+    service.wait(timeout=30)
+  assert_same_results(run, in_memory, rows)
