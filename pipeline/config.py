@@ -28,6 +28,9 @@ CAPTION_KEY = 'caption'
 SPLIT_FEATURE = IMAGE_ID_KEY
 SPLIT_BUCKETS = {'train': 2, 'eval': 1}
 
+# CsvExampleGen's executor: 'fast' (pipeline/fast_csv.py) or 'stock'.
+EXAMPLEGEN_EXECUTOR = 'stock'
+
 # ---------------------------------------------------------------- transform
 VOCAB_SIZE = 5000            # top-k caption tokens kept; the rest share one OOV id
 NUM_OOV_BUCKETS = 1
@@ -120,6 +123,11 @@ def _gcs(gcs_root: str) -> str:
   if not gcs_root.startswith('gs://'):
     raise ValueError(f'{ENV_PREFIX}GCS_ROOT must be a gs:// path, got {gcs_root!r}')
   return gcs_root.rstrip('/')
+
+
+def example_gen_executor() -> str:
+  """'fast' (pyarrow, pipeline/fast_csv.py) or 'stock' (TFX's own executor)."""
+  return env('EXAMPLEGEN', EXAMPLEGEN_EXECUTOR)
 
 
 def train_steps() -> int:
