@@ -14,6 +14,7 @@ partition feature) is handed to the stock executor unchanged.
 
 import bisect
 import hashlib
+import logging
 import os
 from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
 
@@ -23,11 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as pa_csv
 import tensorflow as tf
+from tfx import types
 from tfx.components.example_gen import utils
 from tfx.components.example_gen.csv_example_gen import executor as stock
+from tfx.components.example_gen.write_split import DEFAULT_FILE_NAME
+from tfx.components.util import examples_utils
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_component_specs
+from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 from tfx_bsl.coders import csv_decoder, example_coder
 
@@ -150,42 +154,78 @@ def partition_index(value: Any, kind: int, buckets: Sequence[int]) -> int:
   return bisect.bisect(buckets, int(hashlib.sha256(key).hexdigest(), 16) % buckets[-1])
 
 
-class _EncodeFile(beam.DoFn):
-  """One CSV file -> (split index, serialized tf.Example) pairs."""
+def encode_file(path: str, columns: Sequence[str], types: Dict[str, int],
+                partition_feature: str, buckets: Sequence[int]
+                ) -> Iterator[Tuple[int, List[bytes]]]:
+  """One CSV file -> (split index, serialized tf.Examples) per block and split."""
+  if read_header(path) != list(columns):
+    raise CsvFormatError(f'{path}: header {read_header(path)} differs from {list(columns)}')
+  kind = types[partition_feature]
+  if kind not in (ColumnType.INT, ColumnType.STRING):
+    raise CsvFormatError(f'{path}: partition column {partition_feature!r} has no values')
+  encoder = example_coder.RecordBatchToExamplesEncoder()
+  split_of: Dict[str, int] = {}
+  for block in iter_blocks(path, columns):
+    keys = block.column(list(columns).index(partition_feature)).to_pylist()
+    if '' in keys:
+      raise CsvFormatError(f'{path}: a row has no {partition_feature!r} (partition feature)')
+    typed = pa.RecordBatch.from_arrays(
+        [_typed_column(col, types[name]) for name, col in zip(columns, block.columns)],
+        list(columns))
+    by_split: Dict[int, List[bytes]] = {}
+    for key, example in zip(keys, encoder.encode(typed)):
+      if key not in split_of:
+        split_of[key] = partition_index(key, kind, buckets)
+      by_split.setdefault(split_of[key], []).append(example)
+    yield from by_split.items()
 
-  def __init__(self, columns: Sequence[str], partition_feature: str, buckets: Sequence[int]):
+
+class _WriteFileSplits(beam.DoFn):
+  """Parses, encodes and writes one input file's examples straight to one
+  gzipped TFRecord file per split; yields (split name, count).
+
+  Writing here rather than emitting one Beam element per example is the
+  point: per-element Beam overhead (partition, shuffle, sink) costs about
+  ten times the parsing and encoding.
+  """
+
+  def __init__(self, columns, partition_feature, buckets, split_uris, num_files):
     self._columns = list(columns)
     self._partition = partition_feature
     self._buckets = list(buckets)
+    self._split_uris = list(split_uris)   # [(name, uri)] in split order
+    self._num_files = num_files
     self._rows = beam.metrics.Metrics.counter('coco_captions', 'csv_rows')
 
-  def process(self, path: str, types: Dict[str, int]) -> Iterator[Tuple[int, bytes]]:
-    if read_header(path) != self._columns:
-      raise CsvFormatError(f'{path}: header {read_header(path)} differs from {self._columns}')
-    kind = types[self._partition]
-    if kind not in (ColumnType.INT, ColumnType.STRING):
-      raise CsvFormatError(f'{path}: partition column {self._partition!r} has no values')
-    encoder = example_coder.RecordBatchToExamplesEncoder()
-    splits: Dict[str, int] = {}
-    for block in iter_blocks(path, self._columns):
-      keys = block.column(self._columns.index(self._partition)).to_pylist()
-      if '' in keys:
-        raise CsvFormatError(f'{path}: a row has no {self._partition!r} (partition feature)')
-      typed = pa.RecordBatch.from_arrays(
-          [_typed_column(col, types[name]) for name, col in zip(self._columns, block.columns)],
-          self._columns)
-      for key, example in zip(keys, encoder.encode(typed)):
-        if key not in splits:
-          splits[key] = partition_index(key, kind, self._buckets)
-        yield splits[key], example
-      self._rows.inc(block.num_rows)
+  def process(self, indexed_path: Tuple[int, str], types: Dict[str, int]):
+    index, path = indexed_path
+    writers = {}
+    counts = [0] * len(self._split_uris)
+    try:
+      for split, examples in encode_file(path, self._columns, types, self._partition,
+                                         self._buckets):
+        if split not in writers:
+          uri = self._split_uris[split][1]
+          writers[split] = tf.io.TFRecordWriter(
+              os.path.join(uri, f'{DEFAULT_FILE_NAME}-{index:05d}-of-{self._num_files:05d}.gz'),
+              options='GZIP')
+        for example in examples:
+          writers[split].write(example)
+        counts[split] += len(examples)
+        self._rows.inc(len(examples))
+    finally:
+      for writer in writers.values():
+        writer.close()
+    for (name, _), count in zip(self._split_uris, counts):
+      yield name, count
 
 
 class Executor(stock.Executor):
-  """CsvExampleGen executor: pyarrow parsing + tfx_bsl encoding."""
+  """CsvExampleGen executor: pyarrow parsing, tfx_bsl encoding, direct writes."""
 
-  def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,
-                             exec_properties: Dict[str, Any]) -> Dict[str, beam.pvalue.PCollection]:
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
     input_config = example_gen_pb2.Input()
     proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
                               input_config)
@@ -193,9 +233,24 @@ class Executor(stock.Executor):
     proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
                               output_config)
     split_config = output_config.split_config
+    file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY,
+                                      example_gen_pb2.FILE_FORMAT_UNSPECIFIED)
+    payload = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
     if (len(input_config.splits) != 1 or not split_config.splits
-        or not split_config.partition_feature_name):
-      return super().GenerateExamplesByBeam(pipeline, exec_properties)
+        or not split_config.partition_feature_name
+        or file_format not in (example_gen_pb2.FILE_FORMAT_UNSPECIFIED,
+                               example_gen_pb2.FORMAT_TFRECORDS_GZIP)
+        or payload not in (None, example_gen_pb2.FORMAT_TF_EXAMPLE)):
+      return super().Do(input_dict, output_dict, exec_properties)
+
+    self._log_startup(input_dict, output_dict, exec_properties)
+    examples = output_dict[standard_component_specs.EXAMPLES_KEY]
+    names = utils.generate_output_split_names(input_config, output_config)
+    artifact_utils.get_single_instance(examples).split_names = (
+        artifact_utils.encode_split_names(names))
+    split_uris = [(name, artifact_utils.get_split_uri(examples, name)) for name in names]
+    for _, uri in split_uris:
+      fileio.makedirs(uri)
 
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
                            input_config.splits[0].pattern)
@@ -210,17 +265,24 @@ class Executor(stock.Executor):
     for split in split_config.splits:
       buckets.append((buckets[-1] if buckets else 0) + split.hash_buckets)
 
-    paths = pipeline | 'ListCsvFiles' >> beam.Create(files)
-    types = (paths
-             | 'InferColumnTypes' >> beam.Map(infer_types, columns)
-             | 'UnifyColumnTypes' >> beam.CombineGlobally(unify_types))
-    keyed = (paths
-             | 'Reshard' >> beam.Reshuffle()
-             | 'ParseAndEncode' >> beam.ParDo(
-                 _EncodeFile(columns, split_config.partition_feature_name, buckets),
-                 types=beam.pvalue.AsSingleton(types)))
-    parts = keyed | 'SplitByPartitionFeature' >> beam.Partition(
-        lambda kv, _: kv[0], len(split_config.splits))
-    names = utils.generate_output_split_names(input_config, output_config)
-    return {name: parts[i] | f'Examples[{name}]' >> beam.Values()
-            for i, name in enumerate(names)}
+    with self._make_beam_pipeline() as pipeline:
+      paths = pipeline | 'ListCsvFiles' >> beam.Create(list(enumerate(files)))
+      column_types = (paths
+                      | 'InferColumnTypes' >> beam.Map(lambda p: infer_types(p[1], columns))
+                      | 'UnifyColumnTypes' >> beam.CombineGlobally(unify_types))
+      _ = (paths
+           | 'Reshard' >> beam.Reshuffle()
+           | 'ParseEncodeWrite' >> beam.ParDo(
+               _WriteFileSplits(columns, split_config.partition_feature_name, buckets,
+                                split_uris, len(files)),
+               types=beam.pvalue.AsSingleton(column_types))
+           | 'CountPerSplit' >> beam.CombinePerKey(sum)
+           | 'LogCounts' >> beam.Map(lambda kv: logging.info('ExampleGen wrote %d examples '
+                                                             'to split %s', kv[1], kv[0])))
+    for _, uri in split_uris:  # a split no row hashed into still gets a (empty) file
+      if not fileio.glob(os.path.join(uri, '*')):
+        tf.io.TFRecordWriter(os.path.join(uri, f'{DEFAULT_FILE_NAME}-00000-of-00001.gz'),
+                             options='GZIP').close()
+    if payload:
+      for artifact in examples:
+        examples_utils.set_payload_format(artifact, payload)

@@ -1,18 +1,12 @@
 """The pyarrow ExampleGen executor writes exactly what the stock one writes."""
 
-import glob
-import json
 import os
 
 import pytest
-import tensorflow as tf
 from tfx.components.example_gen.csv_example_gen import executor as stock
-from tfx.proto import example_gen_pb2
-from tfx.types import artifact_utils, standard_artifacts
-from tfx.utils import proto_utils
 
+from bench import compare_examplegen as compare
 from pipeline import fast_csv
-from pipeline.pipeline import example_gen_output_config
 
 HEADER = 'image_id,id,caption,url,score,empty,license\n'
 ROWS = [
@@ -27,27 +21,8 @@ ROWS = [
 
 
 def run_executor(executor_class, input_base, output_dir):
-  examples = standard_artifacts.Examples()
-  examples.uri = output_dir
-  exec_properties = {
-      'input_base': input_base,
-      'input_config': proto_utils.proto_to_json(example_gen_pb2.Input(
-          splits=[example_gen_pb2.Input.Split(name='single_split', pattern='*')])),
-      'output_config': proto_utils.proto_to_json(example_gen_output_config()),
-      'output_data_format': example_gen_pb2.FORMAT_TF_EXAMPLE,
-      'output_file_format': example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-  }
-  executor_class().Do({}, {'examples': [examples]}, exec_properties)
-  return read_splits(output_dir)
-
-
-def read_splits(uri):
-  result = {}
-  for split_dir in sorted(glob.glob(os.path.join(uri, 'Split-*'))):
-    records = tf.data.TFRecordDataset(glob.glob(os.path.join(split_dir, '*')), compression_type='GZIP')
-    result[os.path.basename(split_dir)] = sorted(
-        tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True) for r in records)
-  return result
+  compare.run_executor(executor_class, input_base, output_dir)
+  return compare.read_splits(output_dir)
 
 
 def write_shards(directory, shards):
@@ -64,7 +39,7 @@ def test_fast_equals_stock(tmp_path, shards):
   expected = run_executor(stock.Executor, data, str(tmp_path / 'stock'))
   got = run_executor(fast_csv.Executor, data, str(tmp_path / 'fast'))
   assert set(expected) == {'Split-train', 'Split-eval'}
-  assert sum(len(v) for v in expected.values()) == 6
+  assert sum(sum(c.values()) for c in expected.values()) == 6
   assert got == expected
 
 
@@ -75,6 +50,13 @@ def test_column_types_follow_tfx_inference(tmp_path):
   T = fast_csv.ColumnType
   assert types == {'image_id': T.INT, 'id': T.INT, 'caption': T.STRING, 'url': T.STRING,
                    'score': T.FLOAT, 'empty': T.UNKNOWN, 'license': T.STRING}
+
+
+def test_a_split_nothing_hashed_into_still_has_a_file(tmp_path):
+  data = str(tmp_path / 'data')
+  write_shards(data, [ROWS[:1]])
+  splits = run_executor(fast_csv.Executor, data, str(tmp_path / 'out'))
+  assert sorted(sum(c.values()) for c in splits.values()) == [0, 1]
 
 
 def test_errors_name_the_file(tmp_path):

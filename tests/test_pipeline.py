@@ -34,6 +34,17 @@ def test_split_by_image_id_two_to_one():
   assert [(s.name, s.hash_buckets) for s in cfg.splits] == [('train', 2), ('eval', 1)]
 
 
+def test_example_gen_executor_switch(monkeypatch):
+  from pipeline import fast_csv
+  assert build().components[0].executor_spec.executor_class is fast_csv.Executor
+  stock = build(example_gen_executor='stock').components[0].executor_spec.executor_class
+  assert stock is not fast_csv.Executor and stock.__module__.endswith('csv_example_gen.executor')
+  monkeypatch.setenv('COCO_EXAMPLEGEN', 'stock')
+  assert build().components[0].executor_spec.executor_class is stock
+  with pytest.raises(ValueError, match='choose fast or stock'):
+    build(example_gen_executor='turbo')
+
+
 def test_config_reaches_components_as_custom_config():
   p = build(train_steps=7)
   by_id = {c.id: c for c in p.components}
