@@ -29,6 +29,7 @@ from pipeline import config
 log = logging.getLogger('coco_captions.trainer')
 
 SCORE_SIGNATURE = 'score_captions'
+EVAL_BATCH = 512
 
 
 # ------------------------------------------------------------------ data
@@ -191,13 +192,20 @@ def build_model(num_classes: int, embed_dim: int, gru_units: int, dropout: float
 
 
 # ------------------------------------------------------------------ eval
-def corpus_nll(model: keras.Model, dataset: tf.data.Dataset) -> Tuple[float, int]:
-  """Total NLL and predicted-token count over a dataset (exact perplexity)."""
+def corpus_nll(model: CaptionLM, dataset: tf.data.Dataset) -> Tuple[float, int]:
+  """Total NLL and predicted-token count over a dataset (exact perplexity).
 
-  @tf.function
+  Like training, the softmax is computed only where a token is predicted:
+  evaluation cost then follows the real tokens, not the padded length.
+  """
+
+  @tf.function(reduce_retracing=True)
   def batch_nll(inputs, targets):
-    nll, mask = token_nll(targets, model(inputs, training=False))
-    return tf.reduce_sum(nll), tf.reduce_sum(mask)
+    predicted = tf.not_equal(targets, config.PAD_ID)
+    hidden = tf.boolean_mask(model.hidden(inputs, training=False), predicted)
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.boolean_mask(targets, predicted), logits=model.logits(hidden))
+    return tf.reduce_sum(nll), tf.cast(tf.size(nll), tf.float32)
 
   total, count = 0.0, 0.0
   for inputs, targets in dataset:
@@ -208,11 +216,17 @@ def corpus_nll(model: keras.Model, dataset: tf.data.Dataset) -> Tuple[float, int
 
 
 class EpochLogger(keras.callbacks.Callback):
-  """Logs train loss, eval loss and exact eval perplexity after each epoch."""
+  """Logs train loss, eval loss and eval perplexity after each epoch.
 
-  def __init__(self, eval_dataset: tf.data.Dataset, steps_per_epoch: int):
+  Per epoch it scores a fixed sample of the eval split (`eval_captions` of
+  them; all of a small split), so the cost of watching training does not grow
+  with the data; the final perplexity is computed on the whole split.
+  """
+
+  def __init__(self, eval_dataset: tf.data.Dataset, eval_captions: int, steps_per_epoch: int):
     super().__init__()
     self._eval = eval_dataset
+    self._eval_captions = eval_captions
     self._steps = steps_per_epoch
     self.history: List[Dict[str, float]] = []
     self._start = time.time()
@@ -226,6 +240,7 @@ class EpochLogger(keras.callbacks.Callback):
         'train_loss': round(float(logs['loss']), 4),
         'eval_loss': round(eval_loss, 4),
         'eval_perplexity': round(math.exp(eval_loss), 3),
+        'eval_captions': self._eval_captions,
         'seconds': round(time.time() - self._start, 1),
     }
     self.history.append(row)
@@ -339,23 +354,31 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
            baseline_ppl['unigram_add_one'], baseline_ppl['kneser_ney_trigram'],
            time.time() - baseline_start)
 
-  eval_dataset = _lm_dataset(evals, 512, training=False, seed=hp['seed'])
+  eval_dataset = _lm_dataset(evals, EVAL_BATCH, training=False, seed=hp['seed'])
   if fn_args.eval_steps:
     eval_dataset = eval_dataset.take(fn_args.eval_steps)
+  num_eval = len(eval_seqs)
+  sample_batches = max(1, hp['epoch_eval_captions'] // EVAL_BATCH)
+  epoch_eval = eval_dataset.take(sample_batches)
+  epoch_eval_captions = min(num_eval, sample_batches * EVAL_BATCH)
   epochs, steps_per_epoch = _fit_schedule(fn_args.train_steps, hp['steps_per_epoch'])
 
   model = build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
                       output_bias=unigram_log_probs(train, num_classes))
   schedule = WarmupCosine(hp['learning_rate'], hp['warmup_steps'], epochs * steps_per_epoch)
   model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0))
-  epoch_logger = EpochLogger(eval_dataset, steps_per_epoch)
+  epoch_logger = EpochLogger(epoch_eval, epoch_eval_captions, steps_per_epoch)
   train_start = time.time()
   model.fit(_lm_dataset(train, hp['batch_size'], training=True, seed=hp['seed']),
             epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
             callbacks=[epoch_logger])
   train_seconds = time.time() - train_start
 
-  eval_ppl = epoch_logger.history[-1]['eval_perplexity']
+  if epoch_eval_captions == num_eval and not fn_args.eval_steps:
+    eval_ppl = epoch_logger.history[-1]['eval_perplexity']
+  else:
+    total, count = corpus_nll(model, eval_dataset)
+    eval_ppl = round(math.exp(total / max(count, 1)), 3)
   metrics = {
       'eval_perplexity': eval_ppl,
       'baselines': {k: round(v, 3) for k, v in baseline_ppl.items()},

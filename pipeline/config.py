@@ -59,6 +59,7 @@ DROPOUT = 0.4                # on embeddings and GRU outputs
 LEARNING_RATE = 5e-3         # peak of a warm-up + cosine schedule
 WARMUP_STEPS = 100
 STEPS_PER_EPOCH = 200        # "epoch" = logging/eval interval, in steps
+EPOCH_EVAL_CAPTIONS = 4096   # eval captions scored after each epoch (final: all)
 SEED = 42
 
 # ---------------------------------------------------------------- GCP / KFP
@@ -156,5 +157,6 @@ def trainer_config() -> Dict[str, Any]:
       'learning_rate': LEARNING_RATE,
       'warmup_steps': WARMUP_STEPS,
       'steps_per_epoch': env_int('STEPS_PER_EPOCH', STEPS_PER_EPOCH),
+      'epoch_eval_captions': EPOCH_EVAL_CAPTIONS,
       'seed': SEED,
   }

@@ -76,16 +76,19 @@ def create_pipeline(
   schema_gen = tfx.components.SchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
 
+  # StatisticsGen already describes the raw data; Transform's own pre- and
+  # post-transform statistics would read every example twice more.
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       custom_config=transform_config or config.transform_config(),
+      disable_statistics=True,
       **transform_code)
 
   trainer = tfx.components.Trainer(
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
-      schema=transform.outputs['post_transform_schema'],
+      schema=schema_gen.outputs['schema'],
       train_args=tfx.proto.TrainArgs(num_steps=train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
       custom_config=trainer_config or config.trainer_config(),

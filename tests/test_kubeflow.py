@@ -45,7 +45,7 @@ EDGES = {  # task -> the tasks it depends on
     'StatisticsGen': {'CsvExampleGen'},
     'SchemaGen': {'StatisticsGen'},
     'Transform': {'CsvExampleGen', 'SchemaGen'},
-    'Trainer': {'Transform'},
+    'Trainer': {'Transform', 'SchemaGen'},
 }
 BEAM_TASKS = ('CsvExampleGen', 'StatisticsGen', 'Transform')
 

@@ -58,3 +58,14 @@ def test_fit_schedule_covers_requested_steps():
   assert epochs == 1 and steps == 60
   epochs, steps = model._fit_schedule(1000, 300)
   assert epochs * steps >= 1000 and epochs == 3
+
+
+def test_masked_eval_matches_full_softmax_scoring():
+  """corpus_nll (softmax at predicted positions only) = the serving computation."""
+  lm = model.build_model(num_classes=9, embed_dim=4, gru_units=4, dropout=0.0)
+  token_ids = tf.constant([[2, 3, 4, 0], [5, 0, 0, 0], [6, 7, 8, 2]], tf.int64)
+  inputs, targets = model.lm_inputs_and_targets(token_ids, tf.constant([3, 1, 4]))
+  total, count = model.corpus_nll(lm, tf.data.Dataset.from_tensors((inputs, targets)))
+  nll, mask = model.token_nll(targets, lm(inputs))
+  assert count == int(tf.reduce_sum(mask)) == 3 + 1 + 1 + 1 + 4 + 1
+  assert total == pytest.approx(float(tf.reduce_sum(nll)), rel=1e-5)

@@ -20,7 +20,7 @@ def test_five_components_in_dag_order():
   assert [c.id for c in p.components] == [
       'CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'Transform', 'Trainer']
   by_id = {c.id: c for c in p.components}
-  assert {u.id for u in by_id['Trainer'].upstream_nodes} == {'Transform'}
+  assert {u.id for u in by_id['Trainer'].upstream_nodes} == {'Transform', 'SchemaGen'}
   assert {u.id for u in by_id['Transform'].upstream_nodes} == {'CsvExampleGen', 'SchemaGen'}
 
 
