@@ -254,7 +254,7 @@ class Executor(stock.Executor):
 
     pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
                            input_config.splits[0].pattern)
-    files = sorted(fileio.glob(pattern))
+    files = sorted(f for f in fileio.glob(pattern) if not fileio.isdir(f))
     if not files:
       raise CsvFormatError(f'no input files match {pattern}')
     columns = read_header(files[0])
