@@ -22,6 +22,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # this process only reads ML Metadata
+import warnings  # noqa: E402
+warnings.filterwarnings('ignore')
 
 from pipeline import config, ingest, metadata  # noqa: E402
 
