@@ -5,7 +5,8 @@
 Takes no arguments (the `tfx` CLI runs this file without any); override with
 environment variables, all read in pipeline/config.py and pipeline/beam.py:
 COCO_DATA_ROOT, COCO_OUTPUT_DIR, COCO_BEAM_MODE, COCO_BEAM_WORKERS,
-COCO_TRAIN_STEPS, COCO_VERBOSE=1.
+COCO_TRAIN_STEPS, COCO_EXAMPLEGEN, COCO_VERBOSE=1, and COCO_RUN_TO=<component>
+for a partial run that stops after that component (e.g. Transform).
 """
 
 import contextlib
@@ -17,7 +18,7 @@ from pipeline import config, logs
 from pipeline.beam import beam_mode
 
 MODULE_FILE = os.path.join(config.PROJECT_DIR, 'modules', 'captions_module.py')
-NUM_COMPONENTS = 5
+COMPONENTS = ('CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'Transform', 'Trainer')
 
 
 def build():
@@ -67,9 +68,22 @@ def _first_lines(error: BaseException, limit: int = 6) -> str:
   return f'{type(error).__name__}: {text}' + ('\n  ...' if len(lines) > limit else '')
 
 
+def run_to() -> str:
+  """The last component to run (COCO_RUN_TO; default: all of them)."""
+  last = config.env('RUN_TO') or COMPONENTS[-1]
+  if last not in COMPONENTS:
+    raise ValueError(f'{config.ENV_PREFIX}RUN_TO={last!r}; choose one of {COMPONENTS}')
+  return last
+
+
 def main() -> int:
   verbose = config.env('VERBOSE', '0') not in ('', '0', 'false')
-  progress = logs.setup(verbose=verbose, total_components=NUM_COMPONENTS)
+  try:
+    last = run_to()
+  except ValueError as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+  progress = logs.setup(verbose=verbose, total_components=COMPONENTS.index(last) + 1)
   pipeline_root = config.local_pipeline_root()
   log_dir = os.path.join(os.path.dirname(config.local_metadata_path(pipeline_root)), 'logs')
   log_path = os.path.join(log_dir, time.strftime('run-%Y%m%d-%H%M%S.log'))
@@ -82,11 +96,17 @@ def main() -> int:
         # `tfx pipeline create/update` patched run() to only read the pipeline.
         runner.run(build())
         return 0
+      from tfx.orchestration import pipeline as pipeline_module  # pylint: disable=g-import-not-at-top
       tfx_pipeline = build()
+      executor = tfx_pipeline.components[0].executor_spec.executor_class
       progress.stream.write(
           f'Running {config.PIPELINE_NAME} on {config.data_root()} with Beam '
-          f'{beam_mode()}; log: {"console" if verbose else log_path}\n')
-      runner.run(tfx_pipeline)
+          f'{beam_mode()}; log: {"console" if verbose else log_path}\n'
+          f'ExampleGen executor: {executor.__module__}.{executor.__name__}\n')
+      if last == COMPONENTS[-1]:
+        runner.run(tfx_pipeline)
+      else:  # a TFX partial run: `last` and everything upstream of it
+        runner.run(tfx_pipeline, run_options=pipeline_module.RunOptions(to_nodes=[last]))
   except KeyboardInterrupt:
     print('Interrupted: finished components stay cached; run again to resume.', file=sys.stderr)
     return 130

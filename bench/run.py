@@ -61,7 +61,6 @@ VAL2017 = os.path.join(config.PROJECT_DIR, '..', 'shared', 'data', 'coco', 'capt
 WORK = os.path.join(HERE, 'work', 'perf')
 RESULTS = os.path.join(HERE, 'results')
 LOCAL_RUNNER = os.path.join(config.PROJECT_DIR, 'local_runner.py')
-DATA_STAGES_DRIVER = os.path.join(HERE, '_data_stages.py')
 
 COPIES = 16                 # 400k = 25k x 16
 ID_STRIDE = 10_000_000      # copy k: id + k * stride, image_id + k * stride
@@ -317,7 +316,7 @@ def code_fingerprint() -> str:
   'cached' rerun legitimately re-runs components), so the report says so."""
   paths = sorted(glob.glob(os.path.join(config.PROJECT_DIR, 'pipeline', '*.py'))
                  + glob.glob(os.path.join(config.PROJECT_DIR, 'modules', '*.py'))
-                 + [os.path.join(config.PROJECT_DIR, 'local_runner.py'), DATA_STAGES_DRIVER])
+                 + [os.path.join(config.PROJECT_DIR, 'local_runner.py')])
   digest = hashlib.sha256()
   for path in paths:
     digest.update(path.encode())
@@ -440,20 +439,21 @@ def scenario_env(scenario: Scenario, data_root: str, output_dir: str,
     coco['COCO_EXAMPLEGEN'] = scenario.examplegen
   if scenario.kind == 'full' and profile.train_steps:
     coco['COCO_TRAIN_STEPS'] = str(profile.train_steps)
+  if scenario.kind != 'full':  # a partial run: the data stages, or ExampleGen alone
+    coco['COCO_RUN_TO'] = 'CsvExampleGen' if scenario.kind == 'examplegen' else 'Transform'
   env.update(coco)
   return env
 
 
 def command(scenario: Scenario) -> List[str]:
-  if scenario.kind == 'full':
-    return [sys.executable, LOCAL_RUNNER]
-  to = 'CsvExampleGen' if scenario.kind == 'examplegen' else 'Transform'
-  return [sys.executable, DATA_STAGES_DRIVER, '--to', to]
+  """Every scenario runs local_runner.py; partial ones set COCO_RUN_TO (env())."""
+  del scenario
+  return [sys.executable, LOCAL_RUNNER]
 
 
 def reported_executor(stdout_path: str) -> str:
-  """The `ExampleGen executor: ...` line bench/_data_stages.py prints (proof
-  that COCO_EXAMPLEGEN took effect); '' for local_runner.py runs."""
+  """The `ExampleGen executor: ...` line local_runner.py prints (proof that
+  COCO_EXAMPLEGEN took effect)."""
   try:
     with open(stdout_path, errors='replace') as f:
       for line in f:

@@ -98,3 +98,13 @@ def test_env_int_names_the_variable(monkeypatch):
   monkeypatch.setenv('COCO_TRAIN_STEPS', 'many')
   with pytest.raises(ValueError, match='COCO_TRAIN_STEPS'):
     config.train_steps()
+
+
+def test_partial_run_setting(monkeypatch):
+  import local_runner
+  assert local_runner.run_to() == 'Trainer'
+  monkeypatch.setenv('COCO_RUN_TO', 'Transform')
+  assert local_runner.run_to() == 'Transform'
+  monkeypatch.setenv('COCO_RUN_TO', 'Pusher')
+  with pytest.raises(ValueError, match='COCO_RUN_TO'):
+    local_runner.run_to()
