@@ -19,7 +19,7 @@ test-fast: venv    ## unit tests only (~30 s)
 quality: venv      ## quality bar on the official val2017 captions (bench/quality.py)
 	$(PY) bench/quality.py
 
-bench: venv        ## performance benchmark (bench/run.py; ~25-30 min on 2 cores)
+bench: venv        ## performance benchmark (bench/run.py; ~9 min on 2 cores)
 	$(PY) bench/run.py
 
 lock: venv         ## re-pin requirements.lock from the current venv

@@ -60,6 +60,7 @@ LEARNING_RATE = 5e-3         # peak of a warm-up + cosine schedule
 WARMUP_STEPS = 100
 STEPS_PER_EPOCH = 200        # "epoch" = logging/eval interval, in steps
 EPOCH_EVAL_CAPTIONS = 4096   # eval captions scored after each epoch (final: all)
+PATIENCE = 2                 # epochs without a better eval loss before stopping
 SEED = 42
 
 # ---------------------------------------------------------------- GCP / KFP
@@ -158,5 +159,6 @@ def trainer_config() -> Dict[str, Any]:
       'warmup_steps': WARMUP_STEPS,
       'steps_per_epoch': env_int('STEPS_PER_EPOCH', STEPS_PER_EPOCH),
       'epoch_eval_captions': EPOCH_EVAL_CAPTIONS,
+      'patience': PATIENCE,
       'seed': SEED,
   }

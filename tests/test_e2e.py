@@ -77,9 +77,10 @@ def test_metrics_json_next_to_model(pipeline_run):
   with open(os.path.join(metadata.latest_model_uri(store), 'metrics.json')) as f:
     metrics = json.load(f)
   assert metrics['history'] and metrics['history'][-1]['step'] == metrics['train_steps']
-  last = metrics['history'][-1]
-  if last['eval_captions'] == metrics['num_eval_captions']:
-    assert metrics['eval_perplexity'] == last['eval_perplexity']
+  best = metrics['history'][metrics['best_epoch'] - 1]
+  assert best['eval_loss'] == min(h['eval_loss'] for h in metrics['history'])
+  if best['eval_captions'] == metrics['num_eval_captions']:
+    assert metrics['eval_perplexity'] == best['eval_perplexity']
   unigram = metrics['baselines']['unigram_add_one']
   trigram = metrics['baselines']['kneser_ney_trigram']
   assert 1 < trigram < unigram < metrics['num_classes']

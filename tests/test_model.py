@@ -69,3 +69,22 @@ def test_masked_eval_matches_full_softmax_scoring():
   nll, mask = model.token_nll(targets, lm(inputs))
   assert count == int(tf.reduce_sum(mask)) == 3 + 1 + 1 + 1 + 4 + 1
   assert total == pytest.approx(float(tf.reduce_sum(nll)), rel=1e-5)
+
+
+def test_early_stopping_restores_the_best_epoch():
+  """Eval loss that rises after epoch 1 stops training and restores epoch 1."""
+  lm = model.build_model(num_classes=8, embed_dim=8, gru_units=8, dropout=0.0)
+  lm.compile(optimizer=model.keras.optimizers.Adam(0.1))
+  train_inputs, train_targets = model.lm_inputs_and_targets(
+      tf.constant([[2, 3, 4, 0]] * 8), tf.constant([3] * 8))
+  eval_pairs = model.lm_inputs_and_targets(tf.constant([[4, 3, 2, 0]] * 4), tf.constant([3] * 4))
+  logger = model.EpochLogger(tf.data.Dataset.from_tensors(eval_pairs), 4, steps_per_epoch=5,
+                             patience=2)
+  lm.fit(tf.data.Dataset.from_tensors((train_inputs, train_targets)).repeat(),
+         epochs=20, steps_per_epoch=5, verbose=0, callbacks=[logger])
+  losses = [h['eval_loss'] for h in logger.history]
+  assert len(losses) < 20  # stopped early
+  assert logger.best_epoch == losses.index(min(losses)) + 1
+  assert len(losses) - logger.best_epoch == 2
+  total, count = model.corpus_nll(lm, tf.data.Dataset.from_tensors(eval_pairs))
+  assert total / count == pytest.approx(min(losses), abs=1e-3)  # best weights are back
