@@ -82,7 +82,7 @@ def setup(verbose: bool = False, total_components: int = 0) -> ComponentProgress
   for old in list(root.handlers):
     root.removeHandler(old)
   root.addHandler(handler)
-  root.setLevel(logging.DEBUG if verbose else logging.INFO)
+  root.setLevel(logging.INFO)  # DEBUG from Beam is hundreds of thousands of lines
   for name in ('absl', _OURS):
     logging.getLogger(name).setLevel(logging.INFO)
   if not verbose:
