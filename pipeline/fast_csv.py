@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as pa_csv
 import tensorflow as tf
-from tfx import types
+from tfx.types.artifact import Artifact
 from tfx.components.example_gen import utils
 from tfx.components.example_gen.csv_example_gen import executor as stock
 from tfx.components.example_gen.write_split import DEFAULT_FILE_NAME
@@ -223,8 +223,8 @@ class _WriteFileSplits(beam.DoFn):
 class Executor(stock.Executor):
   """CsvExampleGen executor: pyarrow parsing, tfx_bsl encoding, direct writes."""
 
-  def Do(self, input_dict: Dict[str, List[types.Artifact]],
-         output_dict: Dict[str, List[types.Artifact]],
+  def Do(self, input_dict: Dict[str, List[Artifact]],
+         output_dict: Dict[str, List[Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     input_config = example_gen_pb2.Input()
     proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY],

@@ -1,6 +1,5 @@
 """preprocessing_fn run standalone with tft_beam.AnalyzeAndTransformDataset."""
 
-import os
 import tempfile
 
 import numpy as np
