@@ -140,6 +140,14 @@ class CaptionLM(keras.Model):
     """[batch, time] token ids -> [batch, time, num_classes] next-token logits."""
     return self.logits(self.hidden(tokens, training=training))
 
+  def predicted_nll(self, inputs, targets, training=False):
+    """NLL of every predicted (non-PAD) target, as a flat vector: the softmax
+    is computed only there, which on CPU is most of the cost."""
+    predicted = tf.not_equal(targets, config.PAD_ID)
+    hidden = tf.boolean_mask(self.hidden(inputs, training=training), predicted)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.boolean_mask(targets, predicted), logits=self.logits(hidden))
+
   @property
   def metrics(self):
     return [self.loss_tracker]
@@ -147,11 +155,7 @@ class CaptionLM(keras.Model):
   def train_step(self, data):
     inputs, targets = data
     with tf.GradientTape() as tape:
-      hidden = self.hidden(inputs, training=True)
-      predicted = tf.not_equal(targets, config.PAD_ID)
-      loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-          labels=tf.boolean_mask(targets, predicted),
-          logits=self.logits(tf.boolean_mask(hidden, predicted))))
+      loss = tf.reduce_mean(self.predicted_nll(inputs, targets, training=True))
     self.optimizer.apply_gradients(
         zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
     self.loss_tracker.update_state(loss)
@@ -201,10 +205,7 @@ def corpus_nll(model: CaptionLM, dataset: tf.data.Dataset) -> Tuple[float, int]:
 
   @tf.function(reduce_retracing=True)
   def batch_nll(inputs, targets):
-    predicted = tf.not_equal(targets, config.PAD_ID)
-    hidden = tf.boolean_mask(model.hidden(inputs, training=False), predicted)
-    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.boolean_mask(targets, predicted), logits=model.logits(hidden))
+    nll = model.predicted_nll(inputs, targets)
     return tf.reduce_sum(nll), tf.cast(tf.size(nll), tf.float32)
 
   total, count = 0.0, 0.0

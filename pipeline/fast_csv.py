@@ -158,8 +158,9 @@ def encode_file(path: str, columns: Sequence[str], types: Dict[str, int],
                 partition_feature: str, buckets: Sequence[int]
                 ) -> Iterator[Tuple[int, List[bytes]]]:
   """One CSV file -> (split index, serialized tf.Examples) per block and split."""
-  if read_header(path) != list(columns):
-    raise CsvFormatError(f'{path}: header {read_header(path)} differs from {list(columns)}')
+  header = read_header(path)
+  if header != list(columns):
+    raise CsvFormatError(f'{path}: header {header} differs from {list(columns)}')
   kind = types[partition_feature]
   if kind not in (ColumnType.INT, ColumnType.STRING):
     raise CsvFormatError(f'{path}: partition column {partition_feature!r} has no values')

@@ -12,16 +12,15 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import grpc
-import psutil
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
 
+from bench.run import TreeSampler
 from modules.preprocessing import tokenize
 from pipeline import config, ingest, metadata
 from tests.conftest import run_local
@@ -46,35 +45,6 @@ def reshard(src_dir: str, dst_dir: str, shards: int) -> int:
   finally:
     for out in outs:
       out.close()
-
-
-class ChildWatcher:
-  """Records the Beam SDK worker processes spawned under a process tree."""
-
-  def __init__(self):
-    self.workers = {}
-    self._stop = threading.Event()
-    self._root = psutil.Process()
-    self._thread = threading.Thread(target=self._poll, daemon=True)
-
-  def _poll(self):
-    while not self._stop.is_set():
-      for child in self._root.children(recursive=True):
-        try:
-          cmdline = ' '.join(child.cmdline())
-        except psutil.Error:
-          continue
-        if 'sdk_worker_main' in cmdline:
-          self.workers[child.pid] = cmdline
-      time.sleep(0.1)
-
-  def __enter__(self):
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._thread.join()
 
 
 def free_port() -> int:
@@ -170,7 +140,7 @@ def test_in_memory_reference_sees_every_row(in_memory, sharded_data):
 
 def test_multi_processing_two_workers_matches_in_memory(tmp_path_factory, sharded_data, in_memory):
   data_dir, rows = sharded_data
-  with ChildWatcher() as watcher:
+  with TreeSampler(os.getpid()) as watcher:
     run = run_mode(tmp_path_factory, data_dir, 'multi_processing', {'COCO_BEAM_WORKERS': '2'})
   # Proof the mode took effect: Beam spawned separate SDK worker processes.
   assert len(watcher.workers) >= 2, watcher.workers
