@@ -18,7 +18,7 @@ from pipeline import config, logs
 from pipeline.beam import beam_mode
 
 MODULE_FILE = os.path.join(config.PROJECT_DIR, 'modules', 'captions_module.py')
-COMPONENTS = ('CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'Transform', 'Trainer')
+COMPONENTS = config.COMPONENTS
 
 
 def build():
@@ -46,6 +46,11 @@ def summary(pipeline_root: str) -> str:
   from pipeline import metadata  # pylint: disable=g-import-not-at-top
   store = metadata.open_store(config.local_metadata_path(pipeline_root))
   lines = [f'pipeline root: {pipeline_root}']
+  anomalies_uri = metadata.latest_artifact_uri(store, 'ExampleAnomalies')
+  if anomalies_uri:
+    found = metadata.anomalies(anomalies_uri)
+    listed = '; '.join(f'{split}: {", ".join(lines)}' for split, lines in found.items() if lines)
+    lines.append(f'anomalies:     {listed or "none against the schema"}')
   model_uri = metadata.latest_model_uri(store)
   if model_uri:
     lines.append(f'model:         {os.path.join(model_uri, "Format-Serving")}')

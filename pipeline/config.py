@@ -28,6 +28,10 @@ CAPTION_KEY = 'caption'
 SPLIT_FEATURE = IMAGE_ID_KEY
 SPLIT_BUCKETS = {'train': 2, 'eval': 1}
 
+# The DAG's components (node ids), in the order they run locally.
+COMPONENTS = ('CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
+              'Transform', 'Trainer')
+
 # CsvExampleGen's executor: 'fast' (pipeline/fast_csv.py) or 'stock'.
 EXAMPLEGEN_EXECUTOR = 'fast'   # proven equal to stock on 400k rows: bench/compare_examplegen.py
 

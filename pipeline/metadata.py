@@ -6,8 +6,9 @@ published model.
 """
 
 import dataclasses
+import glob
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -70,6 +71,30 @@ def component_runs(store: metadata_store.MetadataStore,
 
 def latest_model_uri(store: metadata_store.MetadataStore) -> Optional[str]:
   """URI of the newest LIVE Model artifact (a Trainer output), if any."""
-  models = [a for a in store.get_artifacts_by_type('Model')
-            if a.state == metadata_store_pb2.Artifact.LIVE]
-  return max(models, key=lambda a: a.id).uri if models else None
+  return latest_artifact_uri(store, 'Model')
+
+
+def latest_artifact_uri(store: metadata_store.MetadataStore, type_name: str) -> Optional[str]:
+  """URI of the newest LIVE artifact of a type (e.g. 'ExampleAnomalies')."""
+  found = [a for a in store.get_artifacts_by_type(type_name)
+           if a.state == metadata_store_pb2.Artifact.LIVE]
+  return max(found, key=lambda a: a.id).uri if found else None
+
+
+def anomalies(uri: str) -> Dict[str, List[str]]:
+  """ExampleValidator's findings per split: '<feature>: <description>' lines.
+
+  Reads the Anomalies protos TFX 1.16 writes as Split-<name>/SchemaDiff.pb.
+  """
+  from tensorflow_metadata.proto.v0 import anomalies_pb2  # pylint: disable=g-import-not-at-top
+  found = {}
+  for split_dir in sorted(glob.glob(os.path.join(uri, 'Split-*'))):
+    path = os.path.join(split_dir, 'SchemaDiff.pb')
+    if not os.path.exists(path):
+      continue
+    with open(path, 'rb') as f:
+      proto = anomalies_pb2.Anomalies.FromString(f.read())
+    found[os.path.basename(split_dir)[len('Split-'):]] = [
+        f'{name}: {info.short_description or info.description}'
+        for name, info in sorted(proto.anomaly_info.items())]
+  return found

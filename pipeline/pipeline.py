@@ -1,4 +1,5 @@
-"""The TFX pipeline: CsvExampleGen -> StatisticsGen -> SchemaGen -> Transform -> Trainer.
+"""The TFX pipeline: CsvExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator,
+Transform -> Trainer.
 
 Reads top to bottom like the DAG it builds. Runners (local, Kubeflow/Vertex)
 call `create_pipeline` with their own metadata and Beam settings; nothing
@@ -84,6 +85,11 @@ def create_pipeline(
   schema_gen = tfx.components.SchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
 
+  # Anomalies of the data against the schema are recorded (and shown by the
+  # runner and the report); they do not stop the run.
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
+
   # StatisticsGen already describes the raw data; Transform's own pre- and
   # post-transform statistics would read every example twice more.
   transform = tfx.components.Transform(
@@ -105,7 +111,8 @@ def create_pipeline(
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
-      components=[example_gen, statistics_gen, schema_gen, transform, trainer],
+      components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
+                  trainer],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],

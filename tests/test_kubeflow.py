@@ -44,6 +44,7 @@ EDGES = {  # task -> the tasks it depends on
     'CsvExampleGen': set(),
     'StatisticsGen': {'CsvExampleGen'},
     'SchemaGen': {'StatisticsGen'},
+    'ExampleValidator': {'StatisticsGen', 'SchemaGen'},
     'Transform': {'CsvExampleGen', 'SchemaGen'},
     'Trainer': {'Transform', 'SchemaGen'},
 }
@@ -146,7 +147,7 @@ def test_compiling_contacts_nothing(compiled, tmp_path):
   assert (tmp_path / 'network.log').read_text().startswith("connect (('10.0.0.1', 80),)")
 
 
-def test_yaml_is_a_kfp_pipeline_spec_with_the_five_tasks_and_edges(compiled):
+def test_yaml_is_a_kfp_pipeline_spec_with_every_task_and_edge(compiled):
   spec = pipeline_spec_pb2.PipelineSpec()
   json_format.ParseDict(spec_dict(compiled), spec)  # strict: unknown fields fail
   assert spec.pipeline_info.name == config.PIPELINE_NAME

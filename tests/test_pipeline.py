@@ -15,13 +15,15 @@ def build(**kwargs):
   return create_pipeline(**args)
 
 
-def test_five_components_in_dag_order():
+def test_components_in_dag_order():
   p = build()
   assert [c.id for c in p.components] == [
-      'CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'Transform', 'Trainer']
+      'CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform', 'Trainer']
+  assert tuple(c.id for c in p.components) == config.COMPONENTS
   by_id = {c.id: c for c in p.components}
   assert {u.id for u in by_id['Trainer'].upstream_nodes} == {'Transform', 'SchemaGen'}
   assert {u.id for u in by_id['Transform'].upstream_nodes} == {'CsvExampleGen', 'SchemaGen'}
+  assert {u.id for u in by_id['ExampleValidator'].upstream_nodes} == {'StatisticsGen', 'SchemaGen'}
 
 
 def test_split_by_image_id_two_to_one():
