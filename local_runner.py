@@ -81,6 +81,18 @@ def run_to() -> str:
   return last
 
 
+def nodes_to_run(tfx_pipeline, last: str) -> set:
+  """`last` and everything upstream of it: what a partial run executes."""
+  by_id = {c.id: c for c in tfx_pipeline.components}
+  todo, found = [last], set()
+  while todo:
+    node = todo.pop()
+    if node not in found:
+      found.add(node)
+      todo.extend(u.id for u in by_id[node].upstream_nodes)
+  return found
+
+
 def main() -> int:
   verbose = config.env('VERBOSE', '0') not in ('', '0', 'false')
   try:
@@ -103,12 +115,14 @@ def main() -> int:
         return 0
       from tfx.orchestration import pipeline as pipeline_module  # pylint: disable=g-import-not-at-top
       tfx_pipeline = build()
+      full = last == COMPONENTS[-1]
+      progress.total = len(COMPONENTS) if full else len(nodes_to_run(tfx_pipeline, last))
       executor = tfx_pipeline.components[0].executor_spec.executor_class
       progress.stream.write(
           f'Running {config.PIPELINE_NAME} on {config.data_root()} with Beam '
           f'{beam_mode()}; log: {"console" if verbose else log_path}\n'
           f'ExampleGen executor: {executor.__module__}.{executor.__name__}\n')
-      if last == COMPONENTS[-1]:
+      if full:
         runner.run(tfx_pipeline)
       else:  # a TFX partial run: `last` and everything upstream of it
         runner.run(tfx_pipeline, run_options=pipeline_module.RunOptions(to_nodes=[last]))

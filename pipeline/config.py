@@ -36,6 +36,10 @@ COMPONENTS = ('CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
 EXAMPLEGEN_EXECUTOR = 'fast'   # proven equal to stock on 400k rows: bench/compare_examplegen.py
 
 # ---------------------------------------------------------------- transform
+# Transform's executor: 'fast' (pipeline/fast_transform.py: batched TFRecord
+# I/O around the stock analysis) or 'stock'.
+TRANSFORM_EXECUTOR = 'fast'
+TRANSFORM_BATCH_SIZE = 1000  # records per decoded batch (tfx_bsl's own cap)
 VOCAB_SIZE = 5000            # top-k caption tokens kept; the rest share one OOV id
 NUM_OOV_BUCKETS = 1
 MAX_TOKENS = 16              # caption tokens kept per caption (pad/truncate)
@@ -134,6 +138,11 @@ def _gcs(gcs_root: str) -> str:
 def example_gen_executor() -> str:
   """'fast' (pyarrow, pipeline/fast_csv.py) or 'stock' (TFX's own executor)."""
   return env('EXAMPLEGEN', EXAMPLEGEN_EXECUTOR)
+
+
+def transform_executor() -> str:
+  """'fast' (batched I/O, pipeline/fast_transform.py) or 'stock' (TFX's own)."""
+  return env('TRANSFORM', TRANSFORM_EXECUTOR)
 
 
 def train_steps() -> int:
