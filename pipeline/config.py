@@ -23,6 +23,14 @@ CSV_COLUMNS = ('image_id', 'id', 'caption', 'url', 'file_name', 'license')
 IMAGE_ID_KEY = 'image_id'
 CAPTION_ID_KEY = 'id'
 CAPTION_KEY = 'caption'
+REQUIRED_COLUMNS = (IMAGE_ID_KEY, CAPTION_ID_KEY, CAPTION_KEY)
+INTEGER_COLUMNS = (IMAGE_ID_KEY, CAPTION_ID_KEY)
+
+# Input checks (pipeline/validate.py): rows over these limits are rejected,
+# and the run fails when more than MAX_REJECTED_FRACTION of rows are.
+MAX_CAPTION_CHARS = 1000       # the model reads MAX_TOKENS tokens; this is a broken row
+MAX_RECORD_LINES = 4           # a quoted field spanning more lines is an unbalanced quote
+MAX_REJECTED_FRACTION = 0.05
 
 # Split by image so the captions of one image never straddle train and eval.
 SPLIT_FEATURE = IMAGE_ID_KEY
@@ -143,6 +151,15 @@ def example_gen_executor() -> str:
 def transform_executor() -> str:
   """'fast' (batched I/O, pipeline/fast_transform.py) or 'stock' (TFX's own)."""
   return env('TRANSFORM', TRANSFORM_EXECUTOR)
+
+
+def max_rejected_fraction() -> float:
+  """COCO_MAX_REJECTED: the share of rows ExampleGen may reject (0..1)."""
+  raw = env('MAX_REJECTED')
+  try:
+    return MAX_REJECTED_FRACTION if raw in (None, '') else float(raw)
+  except ValueError:
+    raise ValueError(f'{ENV_PREFIX}MAX_REJECTED={raw!r} is not a number') from None
 
 
 def train_steps() -> int:
