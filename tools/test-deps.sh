@@ -29,11 +29,19 @@ fi
 
 log "installing Debian's chromium for the report's browser test (once, ~1 minute)"
 export DEBIAN_FRONTEND=noninteractive
-install() { "${sudo[@]}" apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
-if ! install; then
-  # A fresh container may have no package lists yet.
-  "${sudo[@]}" apt-get update -qq >/dev/null && install \
-    || log "apt-get could not install chromium; the headless-browser report test will skip"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+apt() { "${sudo[@]}" apt-get "$@" >>"$out" 2>&1; }
+# A fresh container may have no package lists yet: update once and retry.
+if ! apt install -y -q --no-install-recommends chromium; then
+  if ! { apt update -q && apt install -y -q --no-install-recommends chromium; }; then
+    tail -n 20 "$out" >&2
+    log "apt-get could not install chromium; the headless-browser report test will skip"
+  fi
 fi
-[ -x "$browser" ] && log "chromium ready: $("$browser" --version 2>/dev/null)"
+if [ -x "$browser" ]; then
+  log "chromium ready: $("$browser" --version 2>/dev/null)"
+else
+  log "chromium is still not at $browser; the headless-browser report test will skip"
+fi
 exit 0
