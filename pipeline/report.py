@@ -361,6 +361,11 @@ def statistics_fragment(stats_by_split: Dict[str, Any]) -> str:
     if strings:
       parts.append(table(['string feature', 'present', 'missing', 'unique', 'avg length',
                           'top values (count)'], strings, [False, True, True, True, True]))
+  if parts:
+    parts.append('<p class="note">Unique counts and top values of string features are sketch '
+                 'estimates (<code>pipeline.pipeline.statistics_options</code>) and medians come from '
+                 'quantile sketches; counts, mean, std dev, min and max are exact. Average length '
+                 'is in characters.</p>')
   return ''.join(parts)
 
 
@@ -735,7 +740,12 @@ def _attempt(missing: List[str], load: Callable[[], Any]) -> Any:
 
 def build_report(pipeline_root: str, run_id: Optional[str] = None) -> Report:
   """The report of one run (default: the latest) of a local pipeline root."""
-  run = load_run(pipeline_root, run_id)
+  return report_of(load_run(pipeline_root, run_id), pipeline_root)
+
+
+def report_of(run: Run, pipeline_root: str) -> Report:
+  """The page for a run whose artifacts may be partly missing: each section
+  renders from its own artifact or says which one it lacks and why."""
   missing: List[str] = []
   stats = _attempt(missing, lambda: load_statistics(run.output('StatisticsGen', 'statistics')))
   schema = _attempt(missing, lambda: load_schema(run.output('SchemaGen', 'schema')))

@@ -221,6 +221,23 @@ def test_missing_artifact_names_the_component_and_why():
     run.output('SchemaGen', 'schema')
 
 
+def test_unfinished_run_shows_what_exists_and_names_what_is_missing(tmp_path):
+  stats_dir = tmp_path / 'statistics' / 'Split-train'
+  stats_dir.mkdir(parents=True)
+  stats = statistics_pb2.DatasetFeatureStatisticsList(datasets=[synthetic_statistics()['train']])
+  (stats_dir / 'FeatureStats.pb').write_bytes(stats.SerializeToString())
+  runs = [metadata.ComponentRun(c, 'COMPLETE', 1.0, i) for i, c in enumerate(config.COMPONENTS[:2])]
+  runs.append(metadata.ComponentRun('SchemaGen', 'FAILED', 1.0, 3))
+  run = report.Run('r7', runs, {'StatisticsGen': {'statistics': str(tmp_path / 'statistics')}})
+  built = report.report_of(run, str(tmp_path))
+  assert data_keys(built.html)['num_examples/train'] == ['12,345', '12,345']   # card and table
+  assert "SchemaGen's 'schema' artifact (SchemaGen is FAILED in run r7)" in built.missing
+  assert "Trainer's 'model' artifact (Trainer did not run in run r7)" in built.missing
+  assert "CsvExampleGen's 'examples' artifact (CsvExampleGen is COMPLETE in run r7)" in built.missing
+  assert len(built.missing) == len(set(built.missing)) == 5   # schema, anomalies, vocab, model, examples
+  assert built.html.count('class="missing">Not available') == 7
+
+
 def test_whole_page_is_self_contained():
   schema = schema_pb2.Schema()
   schema.feature.add(name='url', type=schema_pb2.BYTES)
