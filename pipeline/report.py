@@ -439,7 +439,7 @@ def length_histogram(lengths: Sequence[int], cap: int = config.REPORT_MAX_LENGTH
   return counts
 
 
-def lengths_fragment(lengths_by_split: Dict[str, Sequence[int]], max_tokens: Optional[int],
+def lengths_fragment(lengths_by_split: Dict[str, Sequence[int]], max_tokens: int,
                      cap: int = config.REPORT_MAX_LENGTH) -> str:
   """Caption length in tokens per split, as shares so splits of different size
   compare; the lengths the model truncates (beyond `max_tokens`) are tinted."""
@@ -451,9 +451,7 @@ def lengths_fragment(lengths_by_split: Dict[str, Sequence[int]], max_tokens: Opt
   labels = labels[:last - first + 1]
   shares = {split: [100.0 * c / max(1, sum(h)) for c in h[first:last + 1]]
             for split, h in histograms.items()}
-  shade = None
-  if max_tokens is not None and max_tokens + 1 - first < len(labels):
-    shade = max(0, max_tokens + 1 - first)
+  shade = max(0, max_tokens + 1 - first) if max_tokens + 1 - first < len(labels) else None
   chart = svg_histogram(labels, shares, title='Caption length in tokens, per split',
                         x_label='tokens per caption (after cleaning)', y_label='% of captions',
                         shade_from=shade, shade_label=f'truncated to {max_tokens} tokens')
@@ -461,7 +459,7 @@ def lengths_fragment(lengths_by_split: Dict[str, Sequence[int]], max_tokens: Opt
   for split, values in lengths_by_split.items():
     values = sorted(values)
     n = len(values)
-    longer = sum(1 for v in values if max_tokens is not None and v > max_tokens)
+    longer = sum(1 for v in values if v > max_tokens)
     rows.append([esc(split), esc(fmt_int(n)),
                  esc(f'{sum(values) / n:.2f}') if n else '', esc(values[n // 2]) if n else '',
                  esc(values[-1]) if n else '',
@@ -640,17 +638,16 @@ def load_metrics(model_uri: str) -> Dict[str, Any]:
     return json.load(f)
 
 
-def transform_max_tokens(run: Run) -> Optional[int]:
-  """MAX_TOKENS as this run's Transform used it (its recorded custom_config):
-  the current environment may say otherwise."""
+def transform_max_tokens(run: Run) -> int:
+  """MAX_TOKENS as this run's Transform used it (its recorded custom_config;
+  the current environment may say otherwise), else the configured value."""
   execution_ids = [r.execution_id for r in run.components if r.component == 'Transform']
-  if not execution_ids or run.store is None:
-    return None
-  execution = run.store.get_executions_by_id(execution_ids[-1:])[0]
-  raw = execution.custom_properties.get('custom_config')
-  if raw is None or not raw.string_value:
-    return None
-  return json.loads(raw.string_value).get('max_tokens')
+  if execution_ids and run.store is not None:
+    execution = run.store.get_executions_by_id(execution_ids[-1:])[0]
+    raw = execution.custom_properties.get('custom_config')
+    if raw is not None and raw.string_value:
+      return json.loads(raw.string_value).get('max_tokens', config.MAX_TOKENS)
+  return config.transform_config()['max_tokens']
 
 
 def load_captions(examples_uri: str) -> Dict[str, List[Tuple[int, str]]]:
@@ -707,7 +704,7 @@ def score_captions(model_dir: str, captions: Sequence[str]) -> List[Tuple[float,
   return score.score(model_dir, list(captions))
 
 
-def score_sample(run: 'Run', model_uri: Any, captions: Any) -> List[Tuple[int, str, float, float]]:
+def score_sample(run: Run, model_uri: Any, captions: Any) -> List[Tuple[int, str, float, float]]:
   """A few eval captions with the exported model's scores: (id, caption,
   perplexity, log-likelihood). Needs the Trainer's model and the examples."""
   for value in (model_uri, captions):
@@ -794,8 +791,8 @@ def report_of(run: Run, pipeline_root: str) -> Report:
       section('Schema (inferred by SchemaGen)', body(schema, schema_fragment), 'schema'),
       section('Anomalies (ExampleValidator)', body(found, anomalies_fragment), 'anomalies'),
       section('Vocabulary', body(vocab, lambda v: vocabulary_fragment(v, counts)), 'vocabulary'),
-      section('Caption length', body(lengths_value, lambda v: lengths_fragment(
-          v, max_tokens if max_tokens is not None else config.MAX_TOKENS)), 'lengths'),
+      section('Caption length', body(lengths_value, lambda v: lengths_fragment(v, max_tokens)),
+              'lengths'),
       section('Training', body(metrics, training_fragment), 'training'),
       section('Perplexity against baselines', body(metrics, perplexity_fragment), 'perplexity'),
       section('Eval captions scored by the model', body(scored, captions_fragment), 'captions'),
