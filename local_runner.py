@@ -5,8 +5,10 @@
 Takes no arguments (the `tfx` CLI runs this file without any); override with
 environment variables, all read in pipeline/config.py and pipeline/beam.py:
 COCO_DATA_ROOT, COCO_OUTPUT_DIR, COCO_BEAM_MODE, COCO_BEAM_WORKERS,
-COCO_TRAIN_STEPS, COCO_EXAMPLEGEN, COCO_VERBOSE=1, and COCO_RUN_TO=<component>
-for a partial run that stops after that component (e.g. Transform).
+COCO_TRAIN_STEPS, COCO_EXAMPLEGEN, COCO_VERBOSE=1, COCO_RUN_TO=<component>
+for a partial run that stops after that component (e.g. Transform), and
+COCO_REPORT=1 to write the run's HTML report (pipeline/report.py) afterwards;
+run directly, `python local_runner.py --report` does the same.
 """
 
 import contextlib
@@ -73,6 +75,28 @@ def _first_lines(error: BaseException, limit: int = 6) -> str:
   return f'{type(error).__name__}: {text}' + ('\n  ...' if len(lines) > limit else '')
 
 
+def report_requested(argv=None) -> bool:
+  """COCO_REPORT=1, or `--report` when this file is run directly (the tfx CLI
+  passes no arguments, so the variable is the way that always works)."""
+  return config.report_requested() or '--report' in (sys.argv[1:] if argv is None else argv)
+
+
+def write_report(pipeline_root: str, log_path: str, progress, verbose: bool) -> int:
+  """Writes the run's HTML report and adds its path to the summary. TensorFlow
+  loads the model for it, so its console noise goes to the run's log too."""
+  from pipeline import report  # pylint: disable=g-import-not-at-top
+  try:
+    with contextlib.nullcontext() if verbose else logs.quiet_output(log_path, progress):
+      path, missing = report.write_report(pipeline_root)
+  except Exception as error:  # pylint: disable=broad-except
+    print(f'error: report: {_first_lines(error)}', file=sys.stderr)
+    return 1
+  print(f'report:        {path}')
+  for line in missing:
+    print(f'               (without {line})')
+  return 0
+
+
 def run_to() -> str:
   """The last component to run (COCO_RUN_TO; default: all of them)."""
   last = config.env('RUN_TO') or COMPONENTS[-1]
@@ -136,6 +160,8 @@ def main() -> int:
     return 1
   print(f'Done in {time.time() - progress.started:.0f}s.')
   print(summary(pipeline_root))
+  if report_requested():
+    return write_report(pipeline_root, log_path, progress, verbose)
   return 0
 
 

@@ -79,6 +79,12 @@ EPOCH_EVAL_CAPTIONS = 4096   # eval captions scored after each epoch (final: all
 PATIENCE = 2                 # epochs without a better eval loss before stopping
 SEED = 42
 
+# ---------------------------------------------------------------- report
+REPORT_FILE = 'report.html'  # `python -m pipeline.report`, next to the run's ML Metadata
+REPORT_TOP_TOKENS = 20       # most frequent vocabulary tokens listed
+REPORT_CAPTIONS = 8          # eval captions scored by the exported model
+REPORT_MAX_LENGTH = 32       # caption-length histogram: longer captions share the last bar
+
 # ---------------------------------------------------------------- GCP / KFP
 DEFAULT_GCP_REGION = 'us-central1'
 DEFAULT_IMAGE = 'gcr.io/{project}/coco-captions-tfx:latest'
@@ -125,6 +131,16 @@ def local_metadata_path(pipeline_root: str) -> str:
   if pipeline_root.startswith('gs://'):
     return os.path.join(PROJECT_DIR, 'tfx_pipeline_output', 'metadata', f'{PIPELINE_NAME}.db')
   return os.path.join(pipeline_root, 'metadata.db')
+
+
+def local_report_path(pipeline_root: str) -> str:
+  """The run report's default file: next to the ML Metadata it is read from."""
+  return os.path.join(os.path.dirname(local_metadata_path(pipeline_root)), REPORT_FILE)
+
+
+def report_requested() -> bool:
+  """`COCO_REPORT=1`: the local runner writes the HTML report after a run."""
+  return env('REPORT', '0').strip().lower() not in ('', '0', 'false', 'no')
 
 
 def kfp_pipeline_root(gcs_root: str) -> str:
