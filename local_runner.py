@@ -117,6 +117,39 @@ def nodes_to_run(tfx_pipeline, last: str) -> set:
   return found
 
 
+@contextlib.contextmanager
+def run_lock(pipeline_root: str, stream):
+  """One run at a time per pipeline root and metadata DB: a second run
+  started meanwhile waits (saying so), then finds the first one's results
+  cached. Runs that died without finishing are marked CANCELED first."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  from pipeline import metadata  # pylint: disable=g-import-not-at-top
+  db = config.local_metadata_path(pipeline_root)
+  os.makedirs(os.path.dirname(db), exist_ok=True)
+  with open(db + '.lock', 'a+') as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      lock.seek(0)
+      stream.write(f'Waiting for another run of this pipeline (pid {lock.read().strip() or "?"}) '
+                   f'to finish; it uses {db}\n')
+      stream.flush()
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    if os.path.exists(db):
+      stale = metadata.cancel_unfinished(metadata.open_store(db))
+      if stale:
+        stream.write(f'Marked unfinished executions of an earlier run CANCELED: {", ".join(stale)}\n')
+    try:
+      yield
+    except KeyboardInterrupt:
+      metadata.cancel_unfinished(metadata.open_store(db))
+      raise
+
+
 def main() -> int:
   verbose = config.env('VERBOSE', '0') not in ('', '0', 'false')
   try:
@@ -146,12 +179,14 @@ def main() -> int:
           f'Running {config.PIPELINE_NAME} on {config.data_root()} with Beam '
           f'{beam_mode()}; log: {"console" if verbose else log_path}\n'
           f'ExampleGen executor: {executor.__module__}.{executor.__name__}\n')
-      if full:
-        runner.run(tfx_pipeline)
-      else:  # a TFX partial run: `last` and everything upstream of it
-        runner.run(tfx_pipeline, run_options=pipeline_module.RunOptions(to_nodes=[last]))
+      with run_lock(pipeline_root, progress.stream):
+        if full:
+          runner.run(tfx_pipeline)
+        else:  # a TFX partial run: `last` and everything upstream of it
+          runner.run(tfx_pipeline, run_options=pipeline_module.RunOptions(to_nodes=[last]))
   except KeyboardInterrupt:
-    print('Interrupted: finished components stay cached; run again to resume.', file=sys.stderr)
+    print('Interrupted: finished components stay cached, the interrupted one is marked '
+          'CANCELED in ML Metadata; run again to resume.', file=sys.stderr)
     return 130
   except Exception as error:  # pylint: disable=broad-except
     print(f'error: {_first_lines(error)}', file=sys.stderr)

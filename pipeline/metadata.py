@@ -122,3 +122,25 @@ def run_outputs(store: metadata_store.MetadataStore,
     key = next((step.key for step in event.path.steps if step.HasField('key')), '')
     outputs.setdefault(component_of[event.execution_id], {})[key] = uris[event.artifact_id]
   return outputs
+
+
+def cancel_unfinished(store: metadata_store.MetadataStore) -> List[str]:
+  """Marks executions still NEW or RUNNING as CANCELED; returns their components.
+
+  A run that was killed or interrupted leaves its current execution RUNNING
+  for ever (its outputs were never published, so nothing downstream can pick
+  them up). The local runner calls this while it holds the pipeline's run
+  lock, when no other run can be executing, so the record says what happened.
+  """
+  unfinished = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
+  stale = [e for e in store.get_executions() if e.last_known_state in unfinished]
+  for execution in stale:
+    execution.last_known_state = metadata_store_pb2.Execution.CANCELED
+  if stale:
+    store.put_executions(stale)
+  names = {}
+  for execution in stale:
+    nodes = [c.name.split('.')[-1] for c in store.get_contexts_by_execution(execution.id)
+             if store.get_context_types_by_id([c.type_id])[0].name == 'node']
+    names[execution.id] = nodes[0] if nodes else execution.type
+  return [names[e.id] for e in stale]
