@@ -43,17 +43,27 @@ def build():
 
 
 def summary(pipeline_root: str) -> str:
-  """Final lines: the run's components from ML Metadata, the model and its quality."""
+  """Final lines, from this run's own outputs in ML Metadata: input checks,
+  anomalies, the model and its quality (a partial run shows what it made)."""
   import json  # pylint: disable=g-import-not-at-top
-  from pipeline import metadata  # pylint: disable=g-import-not-at-top
+  from pipeline import fast_csv, metadata  # pylint: disable=g-import-not-at-top
   store = metadata.open_store(config.local_metadata_path(pipeline_root))
+  outputs = metadata.run_outputs(store)
   lines = [f'pipeline root: {pipeline_root}']
-  anomalies_uri = metadata.latest_artifact_uri(store, 'ExampleAnomalies')
+  examples_uri = outputs.get('CsvExampleGen', {}).get('examples')
+  report_path = examples_uri and os.path.join(examples_uri, fast_csv.INPUT_REPORT)
+  if report_path and os.path.exists(report_path):
+    with open(report_path) as f:
+      problems = [fast_csv.Problem(**p) for p in json.load(f)['problems']]
+    lines.append(f'input:         {fast_csv.rejected_rows(problems)} rows rejected, '
+                 f'{sum(p.action == "repaired" for p in problems)} repairs '
+                 f'(listed in {report_path})')
+  anomalies_uri = outputs.get('ExampleValidator', {}).get('anomalies')
   if anomalies_uri:
     found = metadata.anomalies(anomalies_uri)
     listed = '; '.join(f'{split}: {", ".join(lines)}' for split, lines in found.items() if lines)
     lines.append(f'anomalies:     {listed or "none against the schema"}')
-  model_uri = metadata.latest_model_uri(store)
+  model_uri = outputs.get('Trainer', {}).get('model')
   if model_uri:
     lines.append(f'model:         {os.path.join(model_uri, "Format-Serving")}')
     metrics_path = os.path.join(model_uri, 'metrics.json')
