@@ -1,5 +1,7 @@
 """Shared fixtures: the shared data sets and one pipeline run for all e2e tests."""
 
+import csv
+import glob
 import os
 import subprocess
 import sys
@@ -23,6 +25,19 @@ def shared_file(path: str) -> str:
   if not os.path.exists(path):
     pytest.skip(f'{path} is absent (the shared data sets live in ../shared/data)')
   return path
+
+
+def csv_rows(data_root: str) -> list:
+  """Every caption row of the data files as dicts (a file may lack its header
+  row, like the Beam docs' example; the pipeline reads it with CSV_COLUMNS)."""
+  rows = []
+  for path in sorted(glob.glob(os.path.join(data_root, '*'))):
+    with open(path, newline='', encoding='utf-8') as f:
+      records = list(csv.reader(f))
+    if records and config.CAPTION_KEY not in records[0]:
+      records.insert(0, list(config.CSV_COLUMNS))
+    rows += [dict(zip(records[0], r)) for r in records[1:]]
+  return rows
 
 
 def run_local(env, timeout: int = 900) -> subprocess.CompletedProcess:

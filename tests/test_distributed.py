@@ -23,7 +23,7 @@ from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
 from bench.run import TreeSampler
 from modules.preprocessing import tokenize
 from pipeline import config, ingest, metadata
-from tests.conftest import run_local
+from tests.conftest import csv_rows, run_local
 
 pytestmark = pytest.mark.slow
 VOCAB_SIZE = 300
@@ -32,11 +32,8 @@ SHARDS = 3
 
 def reshard(src_dir: str, dst_dir: str, shards: int) -> int:
   """Deals the rows of every CSV in src_dir round-robin into `shards` files."""
-  rows = []
-  for path in sorted(glob.glob(os.path.join(src_dir, '*.csv'))):
-    with open(path, newline='', encoding='utf-8') as f:
-      rows += [[int(r['image_id']), int(r['id'])] + [r[c] for c in config.CSV_COLUMNS[2:]]
-               for r in csv.DictReader(f)]
+  rows = [[int(r['image_id']), int(r['id'])] + [r[c] for c in config.CSV_COLUMNS[2:]]
+          for r in csv_rows(src_dir)]
   os.makedirs(dst_dir)
   outs = [open(p, 'w', newline='', encoding='utf-8')
           for p in ingest.shard_paths(os.path.join(dst_dir, 'captions.csv'), shards)]

@@ -1,6 +1,5 @@
 """End to end: local_runner.py on the shipped data/, one shared pair of runs."""
 
-import csv
 import glob
 import json
 import os
@@ -12,21 +11,10 @@ import pytest
 import tensorflow as tf
 
 from pipeline import config, metadata
+from tests.conftest import csv_rows
 
 pytestmark = pytest.mark.slow
 COMPONENTS = list(config.COMPONENTS)
-
-
-def csv_rows(data_root):
-  """Every caption row of the data files (a file may lack its header row)."""
-  rows = []
-  for path in sorted(glob.glob(os.path.join(data_root, '*'))):
-    with open(path, newline='', encoding='utf-8') as f:
-      records = list(csv.reader(f))
-    if records and config.CAPTION_KEY not in records[0]:
-      records.insert(0, list(config.CSV_COLUMNS))
-    rows += [dict(zip(records[0], r)) for r in records[1:]]
-  return rows
 
 
 def read_examples(uri, split):

@@ -15,8 +15,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from bench import compare_transform
 from pipeline import config, metadata
-from tests.conftest import E2E_TRAIN_STEPS, run_local
-from tests.test_e2e import csv_rows
+from tests.conftest import E2E_TRAIN_STEPS, csv_rows, run_local
 
 pytestmark = pytest.mark.slow
 UPSTREAM = ['CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator']
