@@ -5,8 +5,9 @@
 Takes no arguments (the `tfx` CLI runs this file without any); override with
 environment variables, all read in pipeline/config.py and pipeline/beam.py:
 COCO_DATA_ROOT, COCO_OUTPUT_DIR, COCO_BEAM_MODE, COCO_BEAM_WORKERS,
-COCO_TRAIN_STEPS, COCO_EXAMPLEGEN, COCO_VERBOSE=1, and COCO_RUN_TO=<component>
-for a partial run that stops after that component (e.g. Transform).
+COCO_TRAIN_STEPS, COCO_EXAMPLEGEN, COCO_VERBOSE=1, COCO_RUN_TO=<component>
+for a partial run that stops after that component (e.g. Transform), and
+COCO_IMAGES=1 with COCO_IMAGE_DIR=<directory|gs://prefix|url> for images.
 """
 
 import contextlib
@@ -18,7 +19,7 @@ from pipeline import config, logs
 from pipeline.beam import beam_mode
 
 MODULE_FILE = os.path.join(config.PROJECT_DIR, 'modules', 'captions_module.py')
-COMPONENTS = config.COMPONENTS
+COMPONENTS = config.components()   # with ImageExampleGen when COCO_IMAGES=1
 
 
 def build():
@@ -46,6 +47,9 @@ def summary(pipeline_root: str) -> str:
   from pipeline import metadata  # pylint: disable=g-import-not-at-top
   store = metadata.open_store(config.local_metadata_path(pipeline_root))
   lines = [f'pipeline root: {pipeline_root}']
+  image_summary = metadata.latest_image_summary(store)
+  if image_summary:
+    lines.append(f'images:        {image_summary.split(": ", 1)[-1]}')
   anomalies_uri = metadata.latest_artifact_uri(store, 'ExampleAnomalies')
   if anomalies_uri:
     found = metadata.anomalies(anomalies_uri)

@@ -98,3 +98,23 @@ def anomalies(uri: str) -> Dict[str, List[str]]:
         f'{name}: {info.short_description or info.description}'
         for name, info in sorted(proto.anomaly_info.items())]
   return found
+
+
+def latest_image_summary(store: metadata_store.MetadataStore) -> Optional[str]:
+  """ImageExampleGen's one-line summary (kept / filtered / failed) in the latest
+  pipeline run, from its dead-letter artifact's custom properties; None when
+  that run had no images."""
+  from pipeline.images_component import ImageDeadLetter  # pylint: disable=g-import-not-at-top
+  contexts = sorted(store.get_contexts_by_type('pipeline_run'), key=lambda c: c.id)
+  if not contexts:
+    return None
+  try:
+    type_id = store.get_artifact_type(ImageDeadLetter.TYPE_NAME).id
+  except Exception:  # pylint: disable=broad-except  (type never registered: no image runs)
+    return None
+  found = [a for a in store.get_artifacts_by_context(contexts[-1].id) if a.type_id == type_id]
+  if not found:
+    return None
+  latest = max(found, key=lambda a: a.id)
+  summary = latest.custom_properties.get('summary')
+  return summary.string_value if summary is not None else None
