@@ -581,4 +581,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  # Run the imported module's main, not this __main__ copy: Beam pickles the
+  # steps by reference, and workers in other processes (multi_processing,
+  # Dataflow) can import `pipeline.images` but not this script's __main__.
+  from pipeline import images as _module  # pylint: disable=g-import-not-at-top
+  sys.exit(_module.main())
