@@ -406,14 +406,26 @@ def test_url_images_http_errors_and_timeouts_are_dead_lettered(tmp_path, image_s
 # ------------------------------------------------------------------ the pipeline with images
 @pytest.mark.slow
 def test_pipeline_with_images_runs_end_to_end(tmp_path):
-  """LocalDagRunner, images on, on coco-mini: every component completes,
-  ImageExampleGen keeps CsvExampleGen's split, Transform adds the image tensor,
-  the Trainer exports a model whose raw-caption signature still answers."""
+  """LocalDagRunner, images on, on a copy of coco-mini with one allowed image
+  corrupted and one deleted: every component completes, ImageExampleGen keeps
+  CsvExampleGen's split and dead-letters the two, Transform adds the image
+  tensor, the Trainer exports a model whose raw-caption signature still answers."""
   captions = ingest_coco_mini(str(tmp_path / 'captions'))
   rows = read_csv_rows(captions)
+  image_root = tmp_path / 'images'
+  for split in SPLITS:
+    shutil.copytree(os.path.join(COCO_MINI, split), image_root / split)
+    for path in (image_root / split).iterdir():
+      path.chmod(0o644)
+  allowed = lambda split: sorted({r['file_name'] for r in rows if r['folder'] == split
+                                  and r['license'] in config.ALLOWED_LICENSES})
+  corrupt, missing = image_root / 'val2017' / allowed('val2017')[0], \
+      image_root / 'train2017' / allowed('train2017')[0]
+  corrupt.write_bytes(corrupt.read_bytes()[:2000])   # a truncated JPEG
+  missing.unlink()
   output_dir = str(tmp_path / 'run')
   env = dict(os.environ, COCO_OUTPUT_DIR=output_dir, COCO_DATA_ROOT=captions,
-             COCO_IMAGES='1', COCO_IMAGE_DIR=os.path.join(COCO_MINI, '{folder}'),
+             COCO_IMAGES='1', COCO_IMAGE_DIR=str(image_root / '{folder}'),
              COCO_TRAIN_STEPS=str(E2E_TRAIN_STEPS), COCO_STEPS_PER_EPOCH='30')
   for name in ('COCO_IMAGE_SIZE', 'COCO_IMAGE_LICENSES', 'COCO_RUN_TO'):
     env.pop(name, None)
@@ -426,7 +438,9 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
   assert [r.component for r in runs] == list(config.components(images=True))
   assert {r.state for r in runs} == {'COMPLETE'}
 
-  kept = expected_kept(rows, lambda r: os.path.join(COCO_MINI, r['folder']))
+  ids_of = lambda path: {int(r['id']) for r in rows if r['folder'] == path.parent.name
+                         and r['file_name'] == path.name}
+  kept = expected_kept(rows, lambda r: str(image_root / r['folder'])) - ids_of(corrupt)
   uri = lambda component, kind='Examples': [
       a.uri for a in store.get_artifacts_by_type(kind) if f'/{component}/' in a.uri][0]
   split_of_image = {}
@@ -444,9 +458,13 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
   side = tf.io.decode_jpeg(feature(next(iter(found.values())), 'image')).shape
   assert side == (config.IMAGE_SIZE, config.IMAGE_SIZE, 3)
 
-  (report,) = [a for a in store.get_artifacts_by_type(
-      'coco.ImageDeadLetter')]
-  assert report.custom_properties['kept_captions'].int_value == len(kept)
+  (report,) = store.get_artifacts_by_type('coco.ImageDeadLetter')
+  properties = {k: v.int_value or v.string_value for k, v in report.custom_properties.items()}
+  assert properties['kept_captions'] == len(kept)
+  assert properties['failed_corrupt_images'] == properties['failed_missing_images'] == 1
+  assert properties['failed_corrupt_captions'] == len(ids_of(corrupt))
+  assert {int(d['id']): d['reason'] for d in dead_letter(report.uri)} == {
+      **{i: 'corrupt' for i in ids_of(corrupt)}, **{i: 'missing' for i in ids_of(missing)}}
   summary = report.custom_properties['summary'].string_value
   assert f'images:        {summary.split(": ", 1)[1]}' in result.stdout
 
