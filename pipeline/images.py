@@ -330,14 +330,17 @@ class ReadCaptionCsv(beam.PTransform):
     self._pattern = captions_pattern(captions)
 
   def expand(self, pipeline):
-    def parse(readable: fileio.ReadableFile) -> Iterator[Dict[str, Any]]:
-      with readable.open() as raw:
-        yield from csv_rows(io.TextIOWrapper(raw, encoding='utf-8', newline=''),
-                            readable.metadata.path)
     return (pipeline
             | 'ListCaptionFiles' >> fileio.MatchFiles(self._pattern)
             | 'OpenCaptionFiles' >> fileio.ReadMatches(skip_directories=True)
-            | 'ParseCaptionRows' >> beam.FlatMap(parse))
+            | 'ParseCaptionRows' >> beam.FlatMap(parse_caption_file))
+
+
+def parse_caption_file(readable: fileio.ReadableFile) -> Iterator[Dict[str, Any]]:
+  """Rows of one matched caption file (local or gs://), streamed."""
+  with readable.open() as raw:
+    yield from csv_rows(io.TextIOWrapper(raw, encoding='utf-8', newline=''),
+                        readable.metadata.path)
 
 
 class ReadCaptionExamples(beam.PTransform):
@@ -402,6 +405,7 @@ class DecodeAndResize(beam.DoFn):
     self._size, self._quality = size, quality
 
   def process(self, image):
+    image = dict(image)          # Beam inputs are not to be modified
     data = image.pop('data')
     try:
       image['jpeg'] = resize_image(data, self._size, self._quality)

@@ -368,7 +368,8 @@ class _Images(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def image_server():
+def image_server(monkeypatch):
+  monkeypatch.setenv('no_proxy', '127.0.0.1,localhost')   # never through a proxy
   _Images.payload = png_bytes(40, 60)
   server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Images)
   server.daemon_threads = True
