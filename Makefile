@@ -11,6 +11,7 @@ run: venv          ## the whole pipeline on data/ (LocalDagRunner)
 	$(PY) local_runner.py
 
 test: venv         ## every test, slow end-to-end ones included
+	@bash tools/test-deps.sh
 	$(PY) -m pytest -m "slow or not slow" -q
 
 test-fast: venv    ## unit tests only (~30 s)

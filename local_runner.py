@@ -6,8 +6,10 @@ Takes no arguments (the `tfx` CLI runs this file without any); override with
 environment variables, all read in pipeline/config.py and pipeline/beam.py:
 COCO_DATA_ROOT, COCO_OUTPUT_DIR, COCO_BEAM_MODE, COCO_BEAM_WORKERS,
 COCO_TRAIN_STEPS, COCO_EXAMPLEGEN, COCO_VERBOSE=1, COCO_RUN_TO=<component>
-for a partial run that stops after that component (e.g. Transform), and
-COCO_IMAGES=1 with COCO_IMAGE_DIR=<directory|gs://prefix|url> for images.
+for a partial run that stops after that component (e.g. Transform),
+COCO_IMAGES=1 with COCO_IMAGE_DIR=<directory|gs://prefix|url> for images, and
+COCO_REPORT=1 to write the run's HTML report (pipeline/report.py) afterwards;
+run directly, `python local_runner.py --report` does the same.
 """
 
 import contextlib
@@ -77,12 +79,46 @@ def _first_lines(error: BaseException, limit: int = 6) -> str:
   return f'{type(error).__name__}: {text}' + ('\n  ...' if len(lines) > limit else '')
 
 
+def report_requested(argv=None) -> bool:
+  """COCO_REPORT=1, or `--report` when this file is run directly (the tfx CLI
+  passes no arguments, so the variable is the way that always works)."""
+  return config.report_requested() or '--report' in (sys.argv[1:] if argv is None else argv)
+
+
+def write_report(pipeline_root: str, log_path: str, progress, verbose: bool) -> int:
+  """Writes the run's HTML report and adds its path to the summary. TensorFlow
+  loads the model for it, so its console noise goes to the run's log too."""
+  from pipeline import report  # pylint: disable=g-import-not-at-top
+  try:
+    with contextlib.nullcontext() if verbose else logs.quiet_output(log_path, progress):
+      path, missing = report.write_report(pipeline_root)
+  except Exception as error:  # pylint: disable=broad-except
+    print(f'error: report: {_first_lines(error)}', file=sys.stderr)
+    return 1
+  print(f'report:        {path}')
+  for line in missing:
+    print(f'               (without {line})')
+  return 0
+
+
 def run_to() -> str:
   """The last component to run (COCO_RUN_TO; default: all of them)."""
   last = config.env('RUN_TO') or COMPONENTS[-1]
   if last not in COMPONENTS:
     raise ValueError(f'{config.ENV_PREFIX}RUN_TO={last!r}; choose one of {COMPONENTS}')
   return last
+
+
+def nodes_to_run(tfx_pipeline, last: str) -> set:
+  """`last` and everything upstream of it: what a partial run executes."""
+  by_id = {c.id: c for c in tfx_pipeline.components}
+  todo, found = [last], set()
+  while todo:
+    node = todo.pop()
+    if node not in found:
+      found.add(node)
+      todo.extend(u.id for u in by_id[node].upstream_nodes)
+  return found
 
 
 def main() -> int:
@@ -107,12 +143,14 @@ def main() -> int:
         return 0
       from tfx.orchestration import pipeline as pipeline_module  # pylint: disable=g-import-not-at-top
       tfx_pipeline = build()
+      full = last == COMPONENTS[-1]
+      progress.total = len(COMPONENTS) if full else len(nodes_to_run(tfx_pipeline, last))
       executor = tfx_pipeline.components[0].executor_spec.executor_class
       progress.stream.write(
           f'Running {config.PIPELINE_NAME} on {config.data_root()} with Beam '
           f'{beam_mode()}; log: {"console" if verbose else log_path}\n'
           f'ExampleGen executor: {executor.__module__}.{executor.__name__}\n')
-      if last == COMPONENTS[-1]:
+      if full:
         runner.run(tfx_pipeline)
       else:  # a TFX partial run: `last` and everything upstream of it
         runner.run(tfx_pipeline, run_options=pipeline_module.RunOptions(to_nodes=[last]))
@@ -126,6 +164,8 @@ def main() -> int:
     return 1
   print(f'Done in {time.time() - progress.started:.0f}s.')
   print(summary(pipeline_root))
+  if report_requested():
+    return write_report(pipeline_root, log_path, progress, verbose)
   return 0
 
 

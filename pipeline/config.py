@@ -23,6 +23,14 @@ CSV_COLUMNS = ('image_id', 'id', 'caption', 'url', 'file_name', 'license')
 IMAGE_ID_KEY = 'image_id'
 CAPTION_ID_KEY = 'id'
 CAPTION_KEY = 'caption'
+REQUIRED_COLUMNS = (IMAGE_ID_KEY, CAPTION_ID_KEY, CAPTION_KEY)
+INTEGER_COLUMNS = (IMAGE_ID_KEY, CAPTION_ID_KEY)
+
+# Input checks (pipeline/validate.py): rows over these limits are rejected,
+# and the run fails when more than MAX_REJECTED_FRACTION of rows are.
+MAX_CAPTION_CHARS = 1000       # the model reads MAX_TOKENS tokens; this is a broken row
+MAX_RECORD_LINES = 4           # a quoted field spanning more lines is an unbalanced quote
+MAX_REJECTED_FRACTION = 0.05
 
 # Split by image so the captions of one image never straddle train and eval.
 SPLIT_FEATURE = IMAGE_ID_KEY
@@ -66,6 +74,10 @@ DEAD_LETTER_NAME = 'dead_letter'    # file prefix of the dead-letter CSV (id, re
 IMAGE_SUMMARY_NAME = 'summary.json'  # counts, next to the dead letter
 
 # ---------------------------------------------------------------- transform
+# Transform's executor: 'fast' (pipeline/fast_transform.py: batched TFRecord
+# I/O around the stock analysis) or 'stock'.
+TRANSFORM_EXECUTOR = 'fast'
+TRANSFORM_BATCH_SIZE = 1000  # records per decoded batch (tfx_bsl's own cap)
 VOCAB_SIZE = 5000            # top-k caption tokens kept; the rest share one OOV id
 NUM_OOV_BUCKETS = 1
 MAX_TOKENS = 16              # caption tokens kept per caption (pad/truncate)
@@ -97,6 +109,12 @@ STEPS_PER_EPOCH = 200        # "epoch" = logging/eval interval, in steps
 EPOCH_EVAL_CAPTIONS = 4096   # eval captions scored after each epoch (final: all)
 PATIENCE = 2                 # epochs without a better eval loss before stopping
 SEED = 42
+
+# ---------------------------------------------------------------- report
+REPORT_FILE = 'report.html'  # `python -m pipeline.report`, next to the run's ML Metadata
+REPORT_TOP_TOKENS = 20       # most frequent vocabulary tokens listed
+REPORT_CAPTIONS = 8          # eval captions scored by the exported model
+REPORT_MAX_LENGTH = 32       # caption-length histogram: longer captions share the last bar
 
 # ---------------------------------------------------------------- GCP / KFP
 DEFAULT_GCP_REGION = 'us-central1'
@@ -144,6 +162,16 @@ def local_metadata_path(pipeline_root: str) -> str:
   if pipeline_root.startswith('gs://'):
     return os.path.join(PROJECT_DIR, 'tfx_pipeline_output', 'metadata', f'{PIPELINE_NAME}.db')
   return os.path.join(pipeline_root, 'metadata.db')
+
+
+def local_report_path(pipeline_root: str) -> str:
+  """The run report's default file: next to the ML Metadata it is read from."""
+  return os.path.join(os.path.dirname(local_metadata_path(pipeline_root)), REPORT_FILE)
+
+
+def report_requested() -> bool:
+  """`COCO_REPORT=1`: the local runner writes the HTML report after a run."""
+  return env('REPORT', '0').strip().lower() not in ('', '0', 'false', 'no')
 
 
 def kfp_pipeline_root(gcs_root: str) -> str:
@@ -223,6 +251,20 @@ def kfp_image_location(gcs_root: str) -> str:
   """Images for KFP/Vertex runs (`COCO_KFP_IMAGE_DIR` overrides): COCO's own layout
   (train2017/, val2017/) under `<COCO_GCS_ROOT>/images`."""
   return env('KFP_IMAGE_DIR') or f'{_gcs(gcs_root)}/images/{IMAGE_FOLDER_PLACEHOLDER}'
+
+
+def transform_executor() -> str:
+  """'fast' (batched I/O, pipeline/fast_transform.py) or 'stock' (TFX's own)."""
+  return env('TRANSFORM', TRANSFORM_EXECUTOR)
+
+
+def max_rejected_fraction() -> float:
+  """COCO_MAX_REJECTED: the share of rows ExampleGen may reject (0..1)."""
+  raw = env('MAX_REJECTED')
+  try:
+    return MAX_REJECTED_FRACTION if raw in (None, '') else float(raw)
+  except ValueError:
+    raise ValueError(f'{ENV_PREFIX}MAX_REJECTED={raw!r} is not a number') from None
 
 
 def train_steps() -> int:

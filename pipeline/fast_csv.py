@@ -13,10 +13,12 @@ partition feature) is handed to the stock executor unchanged.
 """
 
 import bisect
+import dataclasses
 import hashlib
+import json
 import logging
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -35,6 +37,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 from tfx_bsl.coders import csv_decoder, example_coder
 
+from pipeline import config, validate
+
 ColumnType = csv_decoder.ColumnType
 _ARROW_TYPES = {
     ColumnType.INT: pa.large_list(pa.int64()),
@@ -42,40 +46,164 @@ _ARROW_TYPES = {
     ColumnType.STRING: pa.large_list(pa.large_binary()),
 }
 _BLOCK_BYTES = 16 << 20  # local files stream in blocks of this size
+INPUT_REPORT = 'input_report.json'  # counts and problems, in the Examples artifact
+LONG_CAPTIONS = -1   # encode_file's "split" marking a count of over-long captions
 
 
-class CsvFormatError(ValueError):
-  """A CSV file the pipeline cannot read, with the file named."""
+CsvFormatError = validate.CsvFormatError
+Problem = validate.Problem
+_ROWS_PER_BATCH = 50_000   # rows per batch when a file is read row by row
+
+
+class _NeedsScan(Exception):
+  """The vectorised checks found something: read this file row by row."""
+
+
+def read_first_line(path: str) -> bytes:
+  with fileio.open(path, 'rb') as f:
+    return f.readline()
+
+
+def file_header(path: str) -> Optional[validate.Header]:
+  """The file's columns (validate.parse_header); None for an empty file."""
+  return validate.parse_header(path, read_first_line(path))
+
+
+def _arrow_source(path: str):
+  if '://' in path:  # GCS etc.: through TF's filesystems, whole file in memory
+    with fileio.open(path, 'rb') as f:
+      return pa.BufferReader(f.read())
+  return path  # local: pyarrow streams it block by block
+
+
+def checked_blocks(path: str, header: validate.Header) -> Iterator[pa.RecordBatch]:
+  """Record batches of one file, every column as UTF-8 text ('' when empty),
+  parsed by pyarrow; raises _NeedsScan at the first sign of a bad row."""
+  invalid = []
+  def on_invalid_row(row):
+    invalid.append(row)
+    return 'skip'
+  options = dict(
+      read_options=pa_csv.ReadOptions(column_names=header.columns,
+                                      skip_rows=1 if header.has_header else 0,
+                                      block_size=_BLOCK_BYTES, use_threads=False),
+      parse_options=pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True,
+                                        invalid_row_handler=on_invalid_row),
+      convert_options=pa_csv.ConvertOptions(
+          column_types={c: pa.binary() for c in header.columns}, strings_can_be_null=False,
+          quoted_strings_can_be_null=False))
+  try:
+    reader = pa_csv.open_csv(_arrow_source(path), **options)
+    for block in reader:
+      if invalid or validate.block_needs_scan(block, header.columns):
+        raise _NeedsScan()
+      yield pa.RecordBatch.from_arrays([c.cast(pa.string()) for c in block.columns],
+                                       header.columns)
+    if invalid:
+      raise _NeedsScan()
+  except pa.ArrowInvalid:
+    raise _NeedsScan() from None
+
+
+def scanned_blocks(path: str, header: validate.Header
+                   ) -> Iterator[Tuple[pa.RecordBatch, List[int], List[Problem]]]:
+  """The good rows of one file read row by row (validate.scan_rows), in
+  batches, with each row's line number and the problems found on the way."""
+  with fileio.open(path, 'rb') as f:
+    data = f.read()
+  rows, lines, problems = [], [], []
+  def batch():
+    columns = [pa.array(list(c), pa.string()) for c in zip(*rows)] if rows else [
+        pa.array([], pa.string()) for _ in header.columns]
+    return pa.RecordBatch.from_arrays(columns, header.columns), lines, problems
+  for line, fields, found in validate.scan_rows(path, data, header):
+    problems.extend(found)
+    if fields is not None:
+      rows.append(fields)
+      lines.append(line)
+    if len(rows) >= _ROWS_PER_BATCH:
+      yield batch()
+      rows, lines, problems = [], [], []
+  if rows or problems:
+    yield batch()
+
+
+@dataclasses.dataclass
+class FileSummary:
+  """What the first pass learnt about one input file."""
+  index: int
+  path: str
+  header: Optional[validate.Header]   # None: empty file
+  types: Dict[str, int]
+  ids: np.ndarray                      # caption ids of the good rows, in order
+  scan: bool                           # read row by row (it has problems)
+
+
+def summarise_file(index: int, path: str) -> FileSummary:
+  """First pass over one file: header, checks, TFX column types, caption ids."""
+  header = file_header(path)
+  if header is None:
+    return FileSummary(index, path, None, {}, np.zeros(0, np.int64), False)
+  def summary(blocks, scan):
+    types = {c: ColumnType.UNKNOWN for c in header.columns}
+    ids = []
+    for block in blocks:
+      for name, column in zip(header.columns, block.columns):
+        if types[name] != ColumnType.STRING:
+          distinct = column.unique()
+          distinct = distinct.filter(pc.not_equal(distinct, ''))
+          types[name] = max(types[name], _column_kind(distinct))
+      ids.append(np.asarray(
+          [int(v) for v in block.column(header.columns.index(config.CAPTION_ID_KEY)).to_pylist()]
+          if scan else block.column(header.columns.index(config.CAPTION_ID_KEY))
+          .cast(pa.int64()).to_numpy(), np.int64))
+    return FileSummary(index, path, header, types,
+                       np.concatenate(ids) if ids else np.zeros(0, np.int64), scan)
+  try:
+    return summary(checked_blocks(path, header), False)
+  except _NeedsScan:
+    return summary((b for b, _, _ in scanned_blocks(path, header)), True)
+
+
+@dataclasses.dataclass
+class Plan:
+  """The whole input as the second pass needs it."""
+  columns: List[str]
+  types: Dict[str, int]
+  duplicates: Dict[int, Tuple[int, int]]   # caption id -> (file, position) kept
+  files: Dict[int, FileSummary]
+
+
+def make_plan(summaries: Iterable[FileSummary]) -> Plan:
+  """Checks that every file has the same columns, unifies their types and
+  finds duplicate caption ids across files (the first occurrence is kept)."""
+  summaries = sorted(summaries, key=lambda s: s.index)
+  with_rows = [s for s in summaries if s.header is not None]
+  if not with_rows:
+    raise CsvFormatError(f'every input file is empty: {", ".join(s.path for s in summaries)}')
+  first = with_rows[0]
+  for other in with_rows[1:]:
+    if other.header.columns != first.header.columns:
+      raise CsvFormatError(
+          f'{other.path}:1: columns {",".join(other.header.columns)} differ from '
+          f'{",".join(first.header.columns)} in {first.path}')
+  return Plan(columns=first.header.columns,
+              types=unify_types(s.types for s in with_rows),
+              duplicates=validate.duplicates([s.ids for s in summaries]),
+              files={s.index: s for s in summaries})
 
 
 def read_header(path: str) -> List[str]:
-  """Column names of one CSV file (its first record)."""
-  with fileio.open(path, 'rb') as f:
-    first = f.readline()
-  if not first.strip():
+  """Column names of one CSV file, as the pipeline reads them."""
+  header = file_header(path)
+  if header is None:
     raise CsvFormatError(f'{path}: empty file (no header row)')
-  return [c.decode('utf-8') for c in csv_decoder._CSVRecordReader(',').ReadLine(  # pylint: disable=protected-access
-      first.decode('utf-8').rstrip('\r\n'))]
+  return header.columns
 
 
 def iter_blocks(path: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-  """Record batches of one file, every column as UTF-8 text, empty cells ''."""
-  options = dict(
-      read_options=pa_csv.ReadOptions(column_names=list(columns), skip_rows=1,
-                                      block_size=_BLOCK_BYTES),
-      parse_options=pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=True),
-      convert_options=pa_csv.ConvertOptions(
-          column_types={c: pa.string() for c in columns}, strings_can_be_null=False,
-          quoted_strings_can_be_null=False))
-  if '://' in path:  # GCS etc.: through TF's filesystems, whole file in memory
-    with fileio.open(path, 'rb') as f:
-      source = pa.BufferReader(f.read())
-  else:
-    source = path  # local: pyarrow streams it block by block
-  try:
-    yield from pa_csv.open_csv(source, **options)
-  except pa.ArrowInvalid as e:
-    raise CsvFormatError(f'{path}: {e}') from None
+  """Record batches of a well-formed file, every column as UTF-8 text."""
+  yield from checked_blocks(path, validate.Header(list(columns), True))
 
 
 def _column_kind(values: pa.Array) -> int:
@@ -154,61 +282,99 @@ def partition_index(value: Any, kind: int, buckets: Sequence[int]) -> int:
   return bisect.bisect(buckets, int(hashlib.sha256(key).hexdigest(), 16) % buckets[-1])
 
 
-def encode_file(path: str, columns: Sequence[str], types: Dict[str, int],
-                partition_feature: str, buckets: Sequence[int]
-                ) -> Iterator[Tuple[int, List[bytes]]]:
-  """One CSV file -> (split index, serialized tf.Examples) per block and split."""
-  header = read_header(path)
-  if header != list(columns):
-    raise CsvFormatError(f'{path}: header {header} differs from {list(columns)}')
-  kind = types[partition_feature]
+def encode_file(summary: FileSummary, plan: Plan, partition_feature: str,
+                buckets: Sequence[int]
+                ) -> Iterator[Tuple[Optional[int], List[bytes], List[Problem]]]:
+  """Second pass over one file -> (split index or None, serialized tf.Examples,
+  problems) per block. Rows with problems and later duplicates of a caption
+  id are left out, each with its Problem."""
+  header = summary.header
+  if header is None:
+    yield None, [], [Problem(summary.path, 1, '', 'empty file skipped', validate.REPAIRED)]
+    return
+  yield None, [], list(header.problems)
+  kind = plan.types[partition_feature]
   if kind not in (ColumnType.INT, ColumnType.STRING):
-    raise CsvFormatError(f'{path}: partition column {partition_feature!r} has no values')
+    raise CsvFormatError(f'{summary.path}: partition column {partition_feature!r} has no values')
+  scan = summary.scan or bool(plan.duplicates and np.isin(
+      summary.ids, np.fromiter(plan.duplicates, np.int64)).any())
+  blocks = (scanned_blocks(summary.path, header) if scan
+            else ((b, None, []) for b in checked_blocks(summary.path, header)))
+  id_index = header.columns.index(config.CAPTION_ID_KEY)
   encoder = example_coder.RecordBatchToExamplesEncoder()
   split_of: Dict[str, int] = {}
-  for block in iter_blocks(path, columns):
-    keys = block.column(list(columns).index(partition_feature)).to_pylist()
-    if '' in keys:
-      raise CsvFormatError(f'{path}: a row has no {partition_feature!r} (partition feature)')
+  position = 0
+  for block, lines, problems in blocks:
+    problems = list(problems)
+    if scan and plan.duplicates:
+      keep = []
+      for k, value in enumerate(block.column(id_index).to_pylist()):
+        kept_at = plan.duplicates.get(int(value))
+        keep.append(kept_at is None or kept_at == (summary.index, position + k))
+        if not keep[-1]:
+          problems.append(Problem(summary.path, lines[k], config.CAPTION_ID_KEY,
+                                  f'duplicate caption id {value}; the first occurrence, '
+                                  f'in {plan.files[kept_at[0]].path}, is kept'))
+      position += block.num_rows
+      block = block.filter(pa.array(keep, pa.bool_()))
+    yield None, [], problems
+    yield LONG_CAPTIONS, long_captions(block.column(header.columns.index(config.CAPTION_KEY))), []
+    keys = block.column(header.columns.index(partition_feature)).to_pylist()
     typed = pa.RecordBatch.from_arrays(
-        [_typed_column(col, types[name]) for name, col in zip(columns, block.columns)],
-        list(columns))
+        [_typed_column(col, plan.types[name]) for name, col in zip(header.columns, block.columns)],
+        header.columns)
     by_split: Dict[int, List[bytes]] = {}
     for key, example in zip(keys, encoder.encode(typed)):
       if key not in split_of:
         split_of[key] = partition_index(key, kind, buckets)
       by_split.setdefault(split_of[key], []).append(example)
-    yield from by_split.items()
+    for split, examples in by_split.items():
+      yield split, examples, []
+
+
+def long_captions(captions: pa.Array) -> int:
+  """Captions with more words than the model reads (Transform truncates them)."""
+  words = pc.add(pc.count_substring_regex(pc.utf8_trim_whitespace(captions), r'\s+'), 1)
+  return int(pc.sum(pc.greater(words, config.MAX_TOKENS)).as_py() or 0)
 
 
 class _WriteFileSplits(beam.DoFn):
-  """Parses, encodes and writes one input file's examples straight to one
-  gzipped TFRecord file per split; yields (split name, count).
+  """Parses, checks, encodes and writes one input file's examples straight to
+  one gzipped TFRecord file per split; yields (split name, count), and each
+  Problem to the 'problems' output.
 
   Writing here rather than emitting one Beam element per example is the
   point: per-element Beam overhead (partition, shuffle, sink) costs about
   ten times the parsing and encoding.
   """
 
-  def __init__(self, columns, partition_feature, buckets, split_uris, num_files):
-    self._columns = list(columns)
+  def __init__(self, partition_feature, buckets, split_uris):
     self._partition = partition_feature
     self._buckets = list(buckets)
     self._split_uris = list(split_uris)   # [(name, uri)] in split order
-    self._num_files = num_files
     self._rows = beam.metrics.Metrics.counter('coco_captions', 'csv_rows')
+    self._problems = beam.metrics.Metrics.counter('coco_captions', 'csv_problems')
 
-  def process(self, indexed_path: Tuple[int, str], types: Dict[str, int]):
-    index, path = indexed_path
+  def process(self, indexed_path: Tuple[int, str], plan: Plan):
+    index, _ = indexed_path
     writers = {}
     counts = [0] * len(self._split_uris)
+    long_count = 0
     try:
-      for split, examples in encode_file(path, self._columns, types, self._partition,
-                                         self._buckets):
+      for split, examples, problems in encode_file(plan.files[index], plan, self._partition,
+                                                   self._buckets):
+        for problem in problems:
+          self._problems.inc()
+          yield beam.pvalue.TaggedOutput('problems', problem)
+        if split is None:
+          continue
+        if split == LONG_CAPTIONS:
+          long_count += examples  # a count, for this marker
+          continue
         if split not in writers:
           uri = self._split_uris[split][1]
           writers[split] = tf.io.TFRecordWriter(
-              os.path.join(uri, f'{DEFAULT_FILE_NAME}-{index:05d}-of-{self._num_files:05d}.gz'),
+              os.path.join(uri, f'{DEFAULT_FILE_NAME}-{index:05d}-of-{len(plan.files):05d}.gz'),
               options='GZIP')
         for example in examples:
           writers[split].write(example)
@@ -219,10 +385,50 @@ class _WriteFileSplits(beam.DoFn):
         writer.close()
     for (name, _), count in zip(self._split_uris, counts):
       yield name, count
+    yield LONG_CAPTIONS, long_count
+
+
+def write_input_report(counts: List[Tuple[str, int]], problems: List[Problem], uri: str) -> None:
+  """Examples per split and every problem, next to the splits: the executor
+  reads it back to log, to record in ML Metadata and to enforce the limit."""
+  counts = dict(counts)
+  long_count = counts.pop(LONG_CAPTIONS, 0)
+  report = {'examples': dict(sorted(counts.items())), 'long_captions': long_count,
+            'problems': [dataclasses.asdict(p) for p in sorted(
+                problems, key=lambda p: (p.path, p.line, p.column))]}
+  with fileio.open(os.path.join(uri, INPUT_REPORT), 'w') as f:
+    f.write(json.dumps(report, indent=1))
+
+
+def rejected_rows(problems: Iterable[Problem]) -> int:
+  """Rows left out: one per (file, line), however many problems it had."""
+  return len({(p.path, p.line) for p in problems if p.action == validate.REJECTED})
+
+
+def log_input_report(report: dict, uri: str, limit: int = 20) -> Tuple[int, int, int]:
+  """One summary line plus one line per problem (up to `limit`); returns
+  (rows read, rows rejected, repairs)."""
+  problems = [Problem(**p) for p in report['problems']]
+  written = sum(report['examples'].values())
+  rejected = rejected_rows(problems)
+  repairs = sum(p.action == validate.REPAIRED for p in problems)
+  splits = ', '.join(f'{n} {c:,}' for n, c in report['examples'].items())
+  log = logging.getLogger('coco_captions.examplegen')
+  log.info('input: %s rows -> %s examples (%s); %d rows rejected, %d repairs%s',
+           f'{written + rejected:,}', f'{written:,}', splits, rejected, repairs,
+           f'; details: {os.path.join(uri, INPUT_REPORT)}' if problems else '')
+  if report.get('long_captions'):
+    log.info('  %s captions have more than %d words; Transform keeps their first %d tokens',
+             f'{report["long_captions"]:,}', config.MAX_TOKENS, config.MAX_TOKENS)
+  for problem in problems[:limit]:
+    log.info('  %s', problem)
+  if len(problems) > limit:
+    log.info('  ... %d more in %s', len(problems) - limit, os.path.join(uri, INPUT_REPORT))
+  return written + rejected, rejected, repairs
 
 
 class Executor(stock.Executor):
-  """CsvExampleGen executor: pyarrow parsing, tfx_bsl encoding, direct writes."""
+  """CsvExampleGen executor: checks, pyarrow parsing, tfx_bsl encoding, direct writes."""
 
   def Do(self, input_dict: Dict[str, List[Artifact]],
          output_dict: Dict[str, List[Artifact]],
@@ -246,44 +452,56 @@ class Executor(stock.Executor):
 
     self._log_startup(input_dict, output_dict, exec_properties)
     examples = output_dict[standard_component_specs.EXAMPLES_KEY]
+    artifact = artifact_utils.get_single_instance(examples)
     names = utils.generate_output_split_names(input_config, output_config)
-    artifact_utils.get_single_instance(examples).split_names = (
-        artifact_utils.encode_split_names(names))
+    artifact.split_names = artifact_utils.encode_split_names(names)
     split_uris = [(name, artifact_utils.get_split_uri(examples, name)) for name in names]
     for _, uri in split_uris:
       fileio.makedirs(uri)
 
-    pattern = os.path.join(exec_properties[standard_component_specs.INPUT_BASE_KEY],
-                           input_config.splits[0].pattern)
+    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    pattern = os.path.join(input_base, input_config.splits[0].pattern)
     files = sorted(f for f in fileio.glob(pattern) if not fileio.isdir(f))
     if not files:
-      raise CsvFormatError(f'no input files match {pattern}')
-    columns = read_header(files[0])
-    if split_config.partition_feature_name not in columns:
-      raise CsvFormatError(f'{files[0]}: no column {split_config.partition_feature_name!r} '
-                           f'to split by (columns: {columns})')
+      raise CsvFormatError(f'{input_base}: no input files (nothing matches {pattern})')
     buckets = []
     for split in split_config.splits:
       buckets.append((buckets[-1] if buckets else 0) + split.hash_buckets)
 
     with self._make_beam_pipeline() as pipeline:
       paths = pipeline | 'ListCsvFiles' >> beam.Create(list(enumerate(files)))
-      column_types = (paths
-                      | 'InferColumnTypes' >> beam.Map(lambda p: infer_types(p[1], columns))
-                      | 'UnifyColumnTypes' >> beam.CombineGlobally(unify_types))
-      _ = (paths
-           | 'Reshard' >> beam.Reshuffle()
-           | 'ParseEncodeWrite' >> beam.ParDo(
-               _WriteFileSplits(columns, split_config.partition_feature_name, buckets,
-                                split_uris, len(files)),
-               types=beam.pvalue.AsSingleton(column_types))
+      plan = (paths
+              | 'CheckFilesAndInferTypes' >> beam.MapTuple(summarise_file)
+              | 'PlanAcrossFiles' >> beam.combiners.ToList()
+              | 'MakePlan' >> beam.Map(make_plan))
+      written = (paths
+                 | 'Reshard' >> beam.Reshuffle()
+                 | 'ParseCheckEncodeWrite' >> beam.ParDo(
+                     _WriteFileSplits(split_config.partition_feature_name, buckets, split_uris),
+                     plan=beam.pvalue.AsSingleton(plan)).with_outputs('problems', main='counts'))
+      _ = (written.counts
            | 'CountPerSplit' >> beam.CombinePerKey(sum)
-           | 'LogCounts' >> beam.Map(lambda kv: logging.info('ExampleGen wrote %d examples '
-                                                             'to split %s', kv[1], kv[0])))
+           | 'CollectCounts' >> beam.combiners.ToList()
+           | 'WriteInputReport' >> beam.Map(
+               write_input_report, problems=beam.pvalue.AsList(written.problems),
+               uri=artifact.uri))
     for _, uri in split_uris:  # a split no row hashed into still gets a (empty) file
       if not fileio.glob(os.path.join(uri, '*')):
         tf.io.TFRecordWriter(os.path.join(uri, f'{DEFAULT_FILE_NAME}-00000-of-00001.gz'),
                              options='GZIP').close()
+    with fileio.open(os.path.join(artifact.uri, INPUT_REPORT)) as f:
+      report = json.loads(f.read())
+    read, rejected, repairs = log_input_report(report, artifact.uri)
+    for name, value in (('rows_read', read), ('rows_rejected', rejected),
+                        ('repairs', repairs)):
+      artifact.set_int_custom_property(name, value)
+    limit = config.max_rejected_fraction()
+    if rejected > limit * read:
+      first = [str(Problem(**p)) for p in report['problems'] if p['action'] == validate.REJECTED]
+      raise CsvFormatError(
+          f'{rejected} of {read} rows rejected, over the limit of {limit:.0%} '
+          f'({config.ENV_PREFIX}MAX_REJECTED); first: {first[0]}'
+          + (f' (all in {os.path.join(artifact.uri, INPUT_REPORT)})' if len(first) > 1 else ''))
     if payload:
       for artifact in examples:
         examples_utils.set_payload_format(artifact, payload)

@@ -100,6 +100,30 @@ def anomalies(uri: str) -> Dict[str, List[str]]:
   return found
 
 
+def run_outputs(store: metadata_store.MetadataStore,
+                run_id: Optional[str] = None) -> Dict[str, Dict[str, str]]:
+  """Output artifact URIs of one pipeline run (default: the latest), as
+  {component: {output key: uri}}.
+
+  Follows the run's own executions (a cached execution points at the cached
+  artifacts), so everything read from it belongs to that one run, unlike
+  `latest_artifact_uri`, which may mix runs of different settings. Components
+  that have not finished in that run are absent.
+  """
+  runs = component_runs(store, run_id)
+  if not runs:
+    return {}
+  component_of = {r.execution_id: r.component for r in runs}
+  events = [e for e in store.get_events_by_execution_ids(list(component_of))
+            if e.type == metadata_store_pb2.Event.OUTPUT]
+  uris = {a.id: a.uri for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+  outputs: Dict[str, Dict[str, str]] = {}
+  for event in sorted(events, key=lambda e: e.execution_id):  # a retry's outputs win
+    key = next((step.key for step in event.path.steps if step.HasField('key')), '')
+    outputs.setdefault(component_of[event.execution_id], {})[key] = uris[event.artifact_id]
+  return outputs
+
+
 def latest_image_summary(store: metadata_store.MetadataStore) -> Optional[str]:
   """ImageExampleGen's one-line summary (kept / filtered / failed) in the latest
   pipeline run, from its dead-letter artifact's custom properties; None when

@@ -13,7 +13,7 @@ import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
-from pipeline import config, fast_csv
+from pipeline import config, fast_csv, fast_transform
 from pipeline.images_component import ImageExampleGen
 
 
@@ -44,6 +44,15 @@ def use_example_gen_executor(example_gen: tfx.components.CsvExampleGen, name: st
     raise ValueError(f'unknown ExampleGen executor {name!r}; choose fast or stock')
 
 
+def use_transform_executor(transform: tfx.components.Transform, name: str) -> None:
+  """Transform's executor: TFX's own ('stock') or the same with batched
+  TFRecord reading and writing ('fast', pipeline/fast_transform.py)."""
+  if name == 'fast':
+    transform.executor_spec = executor_spec.BeamExecutorSpec(fast_transform.Executor)
+  elif name != 'stock':
+    raise ValueError(f'unknown Transform executor {name!r}; choose fast or stock')
+
+
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
@@ -60,6 +69,7 @@ def create_pipeline(
     enable_cache: bool = True,
     beam_pipeline_args: Optional[List[str]] = None,
     example_gen_executor: Optional[str] = None,
+    transform_executor: Optional[str] = None,
     images: Optional[bool] = None,
     image_location: Optional[str] = None,
     image_size: Optional[int] = None,
@@ -122,6 +132,7 @@ def create_pipeline(
       custom_config=transform_config,
       disable_statistics=True,
       **transform_code)
+  use_transform_executor(transform, transform_executor or config.transform_executor())
 
   trainer = tfx.components.Trainer(
       examples=transform.outputs['transformed_examples'],

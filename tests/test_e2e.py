@@ -18,10 +18,14 @@ COMPONENTS = list(config.COMPONENTS)
 
 
 def csv_rows(data_root):
+  """Every caption row of the data files (a file may lack its header row)."""
   rows = []
   for path in sorted(glob.glob(os.path.join(data_root, '*'))):
     with open(path, newline='', encoding='utf-8') as f:
-      rows += list(csv.DictReader(f))
+      records = list(csv.reader(f))
+    if records and config.CAPTION_KEY not in records[0]:
+      records.insert(0, list(config.CSV_COLUMNS))
+    rows += [dict(zip(records[0], r)) for r in records[1:]]
   return rows
 
 

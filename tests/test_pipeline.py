@@ -135,3 +135,12 @@ def test_partial_run_setting(monkeypatch):
   monkeypatch.setenv('COCO_RUN_TO', 'Pusher')
   with pytest.raises(ValueError, match='COCO_RUN_TO'):
     local_runner.run_to()
+
+
+def test_a_partial_run_counts_only_what_it_runs():
+  import local_runner
+  p = build()
+  assert local_runner.nodes_to_run(p, 'Transform') == {
+      'CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'Transform'}
+  assert local_runner.nodes_to_run(p, 'Trainer') == set(config.COMPONENTS) - {'ExampleValidator'}
+  assert len(local_runner.nodes_to_run(p, 'ExampleValidator')) == 4

@@ -1,0 +1,171 @@
+"""Bad input: one clear message per problem (file, line, column), nothing lost.
+
+Each case writes a CSV with good rows around one bad one and runs the
+CsvExampleGen executor the pipeline uses (pipeline/fast_csv.py); the counts
+come from the examples it wrote, the messages from its input report.
+"""
+
+import json
+import os
+
+import pytest
+
+from bench import compare_examplegen as compare
+from pipeline import config, fast_csv, validate
+
+HEADER = 'image_id,id,caption,url,file_name,license\n'
+
+
+def good(n, start=0):
+  return ''.join(f'{100 + i},{1000 + i},A dog number {i} on a bench,u,f.jpg,Attribution License\n'
+                 for i in range(start, start + n))
+
+
+def run(tmp_path, files, max_rejected='1'):
+  """Writes `files` ({name: bytes or str}), runs the executor, returns
+  (examples written, report, artifact directory)."""
+  data = tmp_path / 'data'
+  data.mkdir(exist_ok=True)
+  for name, content in files.items():
+    (data / name).write_bytes(content.encode() if isinstance(content, str) else content)
+  out = str(tmp_path / 'out')
+  os.environ['COCO_MAX_REJECTED'] = max_rejected
+  try:
+    compare.run_executor(fast_csv.Executor, str(data), out)
+  finally:
+    del os.environ['COCO_MAX_REJECTED']
+  splits = compare.read_splits(out)
+  with open(os.path.join(out, fast_csv.INPUT_REPORT)) as f:
+    report = json.load(f)
+  return sum(sum(c.values()) for c in splits.values()), report, splits
+
+
+def messages(report):
+  return [str(validate.Problem(**p)) for p in report['problems']]
+
+
+BAD_ROWS = {  # name: (bad row, column named in the message, words in the message)
+    'too few fields': ('7,77,short row\n', 'url', 'the row has 3 fields'),
+    'too many fields': ('7,77,long row,u,f,l,extra\n', 'field 7', 'the row has 7 fields'),
+    'empty caption': ('7,77,  ,u,f,l\n', 'caption', 'empty caption'),
+    'non-numeric image_id': ('seven,77,A cat,u,f,l\n', 'image_id', "'seven' is not an integer"),
+    'non-numeric id': ('7,7x,A cat,u,f,l\n', 'id', "'7x' is not an integer"),
+    'caption far too long': ('7,77,' + 'word ' * 300 + ',u,f,l\n', 'caption',
+                             'caption of 1500 characters'),
+    'unbalanced quote': ('7,77,"A cat on a mat,u,f,l\n', 'caption', 'unbalanced quote'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_ROWS))
+def test_a_bad_row_is_named_and_the_rows_around_it_are_kept(tmp_path, case):
+  row, column, words = BAD_ROWS[case]
+  written, report, _ = run(tmp_path, {'captions.csv': HEADER + good(3) + row + good(4, 3)})
+  assert written == 7
+  assert messages(report) == [
+      f'{tmp_path}/data/captions.csv:5: column {column!r}: ' + messages(report)[0].split(
+          f'column {column!r}: ', 1)[1]]
+  assert words in messages(report)[0] and messages(report)[0].endswith('(row rejected)')
+
+
+def test_non_utf8_bytes_are_named(tmp_path):
+  content = (HEADER + good(2)).encode() + b'7,77,Caf\xe9 au lait,u,f,l\n' + good(2, 2).encode()
+  written, report, _ = run(tmp_path, {'captions.csv': content})
+  assert written == 4
+  assert messages(report) == [f'{tmp_path}/data/captions.csv:4: column \'caption\': bytes '
+                              'that are not UTF-8 at character 4 (row rejected)']
+
+
+def test_an_unbalanced_quote_does_not_swallow_the_rows_after_it(tmp_path):
+  rows = good(2) + '7,77,"She said hi,u,f,l\n' + good(5, 2) + '8,88,"never closed,u,f,l\n' + good(1, 7)
+  written, report, _ = run(tmp_path, {'captions.csv': HEADER + rows})
+  assert written == 8
+  lines = [p['line'] for p in report['problems']]
+  assert lines == [4, 10] and all(p['column'] == 'caption' for p in report['problems'])
+
+
+def test_a_quoted_newline_is_a_caption_not_a_problem(tmp_path):
+  written, report, _ = run(tmp_path, {'captions.csv': HEADER + '7,77,"two\nlines",u,f,l\n' + good(2)})
+  assert written == 3 and report['problems'] == []
+
+
+def test_duplicate_caption_ids_keep_the_first_and_name_the_second(tmp_path):
+  files = {'a.csv': HEADER + good(3), 'b.csv': HEADER + good(1, 10) + '9,1001,Again,u,f,l\n'}
+  written, report, _ = run(tmp_path, files)
+  assert written == 4
+  assert messages(report) == [
+      f"{tmp_path}/data/b.csv:3: column 'id': duplicate caption id 1001; the first "
+      f"occurrence, in {tmp_path}/data/a.csv, is kept (row rejected)"]
+
+
+def test_no_header_row_is_read_with_the_pipeline_columns(tmp_path):
+  """The two rows of the Apache Beam documentation's TFX example have no header."""
+  beam_rows = ('318556,255,"An angled view of a beautifully decorated bathroom.","",'
+               '"COCO_train2014_000000318556.jpg","Attribution-NonCommercial-ShareAlike License"\n'
+               '476220,14,"An empty kitchen with white and black appliances.","",'
+               '"COCO_train2014_000000476220.jpg","Attribution-NonCommercial License"\n')
+  written, report, _ = run(tmp_path, {'beam.csv': beam_rows})
+  assert written == 2
+  assert messages(report) == [f'{tmp_path}/data/beam.csv:1: no header row; read the file as '
+                              'image_id,id,caption,url,file_name,license (repaired)']
+
+
+def test_bom_and_quoted_header_names_are_repaired(tmp_path):
+  header = '\ufeff"image_id","id","caption","url","file_name","license"\n'
+  written, report, _ = run(tmp_path, {'captions.csv': header + good(3)})
+  assert written == 3
+  assert [p['action'] for p in report['problems']] == ['repaired']
+  assert 'byte-order mark' in messages(report)[0]
+
+
+def test_extra_columns_are_kept_as_features(tmp_path):
+  content = HEADER.strip() + ',photographer\n' + ''.join(
+      line + ',someone\n' for line in good(3).splitlines())
+  written, report, splits = run(tmp_path, {'captions.csv': content})
+  assert written == 3
+  assert messages(report) == [f"{tmp_path}/data/captions.csv:1: column 'photographer': extra "
+                              'column kept as a feature (the model does not use it) (repaired)']
+
+
+def test_a_missing_required_column_stops_the_run_naming_it(tmp_path):
+  with pytest.raises(validate.CsvFormatError,
+                     match=r"captions.csv:1: required column 'caption' is missing"):
+    run(tmp_path, {'captions.csv': 'image_id,id,url\n1,2,u\n'})
+
+
+def test_an_empty_file_is_skipped_and_named(tmp_path):
+  written, report, _ = run(tmp_path, {'a.csv': HEADER + good(3), 'empty.csv': ''})
+  assert written == 3
+  assert messages(report) == [f'{tmp_path}/data/empty.csv:1: empty file skipped (repaired)']
+
+
+def test_only_empty_files_or_an_empty_directory_stop_the_run(tmp_path):
+  with pytest.raises(validate.CsvFormatError, match='every input file is empty: .*empty.csv'):
+    run(tmp_path, {'empty.csv': ''})
+  (tmp_path / 'nothing').mkdir()
+  with pytest.raises(validate.CsvFormatError, match='nothing: no input files'):
+    compare.run_executor(fast_csv.Executor, str(tmp_path / 'nothing'), str(tmp_path / 'o2'))
+
+
+def test_too_many_rejections_stop_the_run_with_the_first_problem(tmp_path):
+  bad = ''.join(f'{i},x{i},cap,u,f,l\n' for i in range(3))
+  with pytest.raises(validate.CsvFormatError,
+                     match=r"3 of 13 rows rejected, over the limit of 5% .*captions.csv:2: "
+                           r"column 'id': 'x0' is not an integer"):
+    run(tmp_path, {'captions.csv': HEADER + bad + good(10)}, max_rejected='0.05')
+
+
+def test_long_captions_are_kept_and_counted(tmp_path):
+  long_row = '7,77,' + ' '.join(['word'] * (config.MAX_TOKENS + 4)) + ',u,f,l\n'
+  written, report, _ = run(tmp_path, {'captions.csv': HEADER + good(2) + long_row})
+  assert written == 3 and report['long_captions'] == 1 and report['problems'] == []
+
+
+def test_row_checks_agree_with_the_vectorised_screening():
+  """Any row row_problems() rejects must also be caught by block_needs_scan()."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  columns = list(config.CSV_COLUMNS)
+  for row in (['1', '2', ' ', 'u', 'f', 'l'], ['a', '2', 'c', 'u', 'f', 'l'],
+              ['1', '2', 'c' * 1001, 'u', 'f', 'l'], ['1', '2.5', 'c', 'u', 'f', 'l']):
+    assert validate.row_problems('f', 1, columns, row)
+    block = pa.RecordBatch.from_arrays([pa.array([v], pa.binary()) for v in row], columns)
+    assert validate.block_needs_scan(block, columns)
