@@ -44,20 +44,32 @@ def build():
 
 
 def summary(pipeline_root: str) -> str:
-  """Final lines: the run's components from ML Metadata, the model and its quality."""
+  """Final lines, from this run's own outputs in ML Metadata: input checks,
+  anomalies, the model and its quality (a partial run shows what it made)."""
   import json  # pylint: disable=g-import-not-at-top
-  from pipeline import metadata  # pylint: disable=g-import-not-at-top
+  from pipeline import fast_csv, metadata  # pylint: disable=g-import-not-at-top
   store = metadata.open_store(config.local_metadata_path(pipeline_root))
+  outputs = metadata.run_outputs(store)
   lines = [f'pipeline root: {pipeline_root}']
-  image_summary = metadata.latest_image_summary(store)
-  if image_summary:
-    lines.append(f'images:        {image_summary.split(": ", 1)[-1]}')
-  anomalies_uri = metadata.latest_artifact_uri(store, 'ExampleAnomalies')
+  examples_uri = outputs.get('CsvExampleGen', {}).get('examples')
+  report_path = examples_uri and os.path.join(examples_uri, fast_csv.INPUT_REPORT)
+  if report_path and os.path.exists(report_path):
+    with open(report_path) as f:
+      problems = [fast_csv.Problem(**p) for p in json.load(f)['problems']]
+    lines.append(f'input:         {fast_csv.rejected_rows(problems)} rows rejected, '
+                 f'{sum(p.action == "repaired" for p in problems)} repairs '
+                 f'(listed in {report_path})')
+  dead_letter_uri = outputs.get(config.IMAGE_COMPONENT, {}).get('dead_letter')
+  images_path = dead_letter_uri and os.path.join(dead_letter_uri, config.IMAGE_SUMMARY_NAME)
+  if images_path and os.path.exists(images_path):
+    with open(images_path) as f:
+      lines.append(f'images:        {json.load(f)["summary"].split(": ", 1)[-1]}')
+  anomalies_uri = outputs.get('ExampleValidator', {}).get('anomalies')
   if anomalies_uri:
     found = metadata.anomalies(anomalies_uri)
     listed = '; '.join(f'{split}: {", ".join(lines)}' for split, lines in found.items() if lines)
     lines.append(f'anomalies:     {listed or "none against the schema"}')
-  model_uri = metadata.latest_model_uri(store)
+  model_uri = outputs.get('Trainer', {}).get('model')
   if model_uri:
     lines.append(f'model:         {os.path.join(model_uri, "Format-Serving")}')
     metrics_path = os.path.join(model_uri, 'metrics.json')
@@ -121,6 +133,39 @@ def nodes_to_run(tfx_pipeline, last: str) -> set:
   return found
 
 
+@contextlib.contextmanager
+def run_lock(pipeline_root: str, stream):
+  """One run at a time per pipeline root and metadata DB: a second run
+  started meanwhile waits (saying so), then finds the first one's results
+  cached. Runs that died without finishing are marked CANCELED first."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  from pipeline import metadata  # pylint: disable=g-import-not-at-top
+  db = config.local_metadata_path(pipeline_root)
+  os.makedirs(os.path.dirname(db), exist_ok=True)
+  with open(db + '.lock', 'a+') as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      lock.seek(0)
+      stream.write(f'Waiting for another run of this pipeline (pid {lock.read().strip() or "?"}) '
+                   f'to finish; it uses {db}\n')
+      stream.flush()
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    if os.path.exists(db):
+      stale = metadata.cancel_unfinished(metadata.open_store(db))
+      if stale:
+        stream.write(f'Marked unfinished executions of an earlier run CANCELED: {", ".join(stale)}\n')
+    try:
+      yield
+    except KeyboardInterrupt:
+      metadata.cancel_unfinished(metadata.open_store(db))
+      raise
+
+
 def main() -> int:
   verbose = config.env('VERBOSE', '0') not in ('', '0', 'false')
   try:
@@ -150,12 +195,14 @@ def main() -> int:
           f'Running {config.PIPELINE_NAME} on {config.data_root()} with Beam '
           f'{beam_mode()}; log: {"console" if verbose else log_path}\n'
           f'ExampleGen executor: {executor.__module__}.{executor.__name__}\n')
-      if full:
-        runner.run(tfx_pipeline)
-      else:  # a TFX partial run: `last` and everything upstream of it
-        runner.run(tfx_pipeline, run_options=pipeline_module.RunOptions(to_nodes=[last]))
+      with run_lock(pipeline_root, progress.stream):
+        if full:
+          runner.run(tfx_pipeline)
+        else:  # a TFX partial run: `last` and everything upstream of it
+          runner.run(tfx_pipeline, run_options=pipeline_module.RunOptions(to_nodes=[last]))
   except KeyboardInterrupt:
-    print('Interrupted: finished components stay cached; run again to resume.', file=sys.stderr)
+    print('Interrupted: finished components stay cached, the interrupted one is marked '
+          'CANCELED in ML Metadata; run again to resume.', file=sys.stderr)
     return 130
   except Exception as error:  # pylint: disable=broad-except
     print(f'error: {_first_lines(error)}', file=sys.stderr)

@@ -124,21 +124,23 @@ def run_outputs(store: metadata_store.MetadataStore,
   return outputs
 
 
-def latest_image_summary(store: metadata_store.MetadataStore) -> Optional[str]:
-  """ImageExampleGen's one-line summary (kept / filtered / failed) in the latest
-  pipeline run, from its dead-letter artifact's custom properties; None when
-  that run had no images."""
-  from pipeline.images_component import ImageDeadLetter  # pylint: disable=g-import-not-at-top
-  contexts = sorted(store.get_contexts_by_type('pipeline_run'), key=lambda c: c.id)
-  if not contexts:
-    return None
-  try:
-    type_id = store.get_artifact_type(ImageDeadLetter.TYPE_NAME).id
-  except Exception:  # pylint: disable=broad-except  (type never registered: no image runs)
-    return None
-  found = [a for a in store.get_artifacts_by_context(contexts[-1].id) if a.type_id == type_id]
-  if not found:
-    return None
-  latest = max(found, key=lambda a: a.id)
-  summary = latest.custom_properties.get('summary')
-  return summary.string_value if summary is not None else None
+def cancel_unfinished(store: metadata_store.MetadataStore) -> List[str]:
+  """Marks executions still NEW or RUNNING as CANCELED; returns their components.
+
+  A run that was killed or interrupted leaves its current execution RUNNING
+  for ever (its outputs were never published, so nothing downstream can pick
+  them up). The local runner calls this while it holds the pipeline's run
+  lock, when no other run can be executing, so the record says what happened.
+  """
+  unfinished = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING)
+  stale = [e for e in store.get_executions() if e.last_known_state in unfinished]
+  for execution in stale:
+    execution.last_known_state = metadata_store_pb2.Execution.CANCELED
+  if stale:
+    store.put_executions(stale)
+  names = {}
+  for execution in stale:
+    nodes = [c.name.split('.')[-1] for c in store.get_contexts_by_execution(execution.id)
+             if store.get_context_types_by_id([c.type_id])[0].name == 'node']
+    names[execution.id] = nodes[0] if nodes else execution.type
+  return [names[e.id] for e in stale]

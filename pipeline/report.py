@@ -396,6 +396,28 @@ def schema_fragment(schema: Any) -> str:
   return ''.join(parts)
 
 
+def input_fragment(report: Dict[str, Any], limit: int = 50) -> str:
+  """ExampleGen's input checks: rows read, rejected and repaired, and each
+  problem with its file, line and column (pipeline/validate.py)."""
+  problems = report.get('problems', [])
+  written = sum(report.get('examples', {}).values())
+  rejected = len({(p['path'], p['line']) for p in problems if p['action'] == 'rejected'})
+  repairs = sum(p['action'] == 'repaired' for p in problems)
+  summary = (f'<p>{value_span("input/rows_read", fmt_int(written + rejected))} rows read, '
+             f'{value_span("input/examples", fmt_int(written))} examples written, '
+             f'{value_span("input/rejected", fmt_int(rejected))} rows rejected, '
+             f'{value_span("input/repairs", fmt_int(repairs))} repairs; '
+             f'{fmt_int(report.get("long_captions", 0))} captions longer than '
+             f'{config.MAX_TOKENS} words (Transform keeps their first {config.MAX_TOKENS} tokens).</p>')
+  if not problems:
+    return summary
+  rows = [[esc(p['path']), str(p['line']), esc(p['column']), esc(p['message']), esc(p['action'])]
+          for p in problems[:limit]]
+  more = (f'<p>... and {len(problems) - limit} more in the input report.</p>'
+          if len(problems) > limit else '')
+  return summary + table(['file', 'line', 'column', 'problem', 'action'], rows) + more
+
+
 def anomalies_fragment(found: Dict[str, List[str]]) -> str:
   """ExampleValidator's findings per split ('feature: description' lines), or 'none'."""
   if not found:
@@ -613,6 +635,15 @@ def load_schema(uri: str) -> Any:
     return text_format.Parse(f.read(), schema_pb2.Schema())
 
 
+def load_input_report(examples_uri: str) -> Dict[str, Any]:
+  """The fast ExampleGen executor's counts and problems (pipeline/fast_csv.py)."""
+  from pipeline import fast_csv  # pylint: disable=g-import-not-at-top
+  path = require_file(os.path.join(examples_uri, fast_csv.INPUT_REPORT),
+                      'input report (written by the fast ExampleGen executor)')
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
 def load_anomalies(uri: str) -> Dict[str, List[str]]:
   from pipeline import metadata  # pylint: disable=g-import-not-at-top
   require_file(uri, 'anomalies')
@@ -752,6 +783,8 @@ def report_of(run: Run, pipeline_root: str) -> Report:
   metrics = (model_uri if isinstance(model_uri, MissingArtifact)
              else _attempt(missing, lambda: load_metrics(model_uri)))
   captions = _attempt(missing, lambda: load_captions(run.output('CsvExampleGen', 'examples')))
+  input_report = _attempt(missing, lambda: load_input_report(run.output('CsvExampleGen',
+                                                                         'examples')))
 
   lengths, counts = {}, None
   if not isinstance(captions, MissingArtifact):
@@ -787,6 +820,7 @@ def report_of(run: Run, pipeline_root: str) -> Report:
       ('<div class="missing"><b>Incomplete run:</b><ul>'
        + ''.join(f'<li>{esc(m)}</li>' for m in missing) + '</ul></div>') if missing else '',
       section('Components', components_fragment(run.components), 'components'),
+      section('Input checks (ExampleGen)', body(input_report, input_fragment), 'input'),
       section('Data statistics per split', body(stats, statistics_fragment), 'statistics'),
       section('Schema (inferred by SchemaGen)', body(schema, schema_fragment), 'schema'),
       section('Anomalies (ExampleValidator)', body(found, anomalies_fragment), 'anomalies'),

@@ -234,8 +234,9 @@ def test_unfinished_run_shows_what_exists_and_names_what_is_missing(tmp_path):
   assert "SchemaGen's 'schema' artifact (SchemaGen is FAILED in run r7)" in built.missing
   assert "Trainer's 'model' artifact (Trainer did not run in run r7)" in built.missing
   assert "CsvExampleGen's 'examples' artifact (CsvExampleGen is COMPLETE in run r7)" in built.missing
-  assert len(built.missing) == len(set(built.missing)) == 5   # schema, anomalies, vocab, model, examples
-  assert built.html.count('class="missing">Not available') == 7
+  # schema, anomalies, vocab, model, examples (also the input report's source)
+  assert len(built.missing) == len(set(built.missing)) == 5
+  assert built.html.count('class="missing">Not available') == 8
 
 
 def test_whole_page_is_self_contained():
@@ -391,6 +392,8 @@ def test_report_renders_offline_with_the_runs_numbers(pipeline_run, run_report, 
     for text in shown[key]:
       assert float(text) == pytest.approx(expected[key], abs=0.005), key
   assert shown['anomalies/train'] == shown['anomalies/eval'] == ['none']
+  assert shown['input/rows_read'] == shown['input/examples'] == [f'{len(csv_rows(config.data_root())):,}']
+  assert shown['input/rejected'] == ['0'] and shown['input/repairs'] == ['1']  # the headerless file
 
   # The eval captions are eval captions, shown with the model's own scores.
   store = metadata.open_store(pipeline_run.metadata_path)
