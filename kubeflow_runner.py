@@ -13,7 +13,9 @@ explicit step: `python -m pipeline.submit` (see docs/gcp.md).
 Settings (environment, read in pipeline/config.py and pipeline/beam.py):
 COCO_GCP_PROJECT, COCO_GCP_REGION, COCO_GCS_ROOT (gs://bucket/prefix),
 COCO_IMAGE, COCO_KFP_FORMAT (json|yaml), COCO_KFP_OUTPUT_DIR,
-COCO_KFP_BEAM_MODE (default dataflow), COCO_DATAFLOW_*.
+COCO_KFP_BEAM_MODE (default dataflow), COCO_DATAFLOW_*; COCO_IMAGES=1 adds
+ImageExampleGen, reading images from COCO_KFP_IMAGE_DIR (default
+$COCO_GCS_ROOT/images/{folder}, COCO's train2017/ val2017/ layout).
 """
 
 import os
@@ -40,6 +42,7 @@ def build():
   from pipeline import beam  # pylint: disable=g-import-not-at-top
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
   settings = beam.gcp_settings()
+  images = config.images_enabled()
   return create_pipeline(
       pipeline_name=config.PIPELINE_NAME,
       pipeline_root=config.kfp_pipeline_root(settings['gcs_root']),
@@ -49,6 +52,8 @@ def build():
       train_steps=config.train_steps(),
       eval_steps=config.eval_steps(),
       beam_pipeline_args=beam.beam_pipeline_args(config.env('KFP_BEAM_MODE', 'dataflow')),
+      images=images,
+      image_location=config.kfp_image_location(settings['gcs_root']) if images else None,
   )
 
 

@@ -6,7 +6,8 @@ Takes no arguments (the `tfx` CLI runs this file without any); override with
 environment variables, all read in pipeline/config.py and pipeline/beam.py:
 COCO_DATA_ROOT, COCO_OUTPUT_DIR, COCO_BEAM_MODE, COCO_BEAM_WORKERS,
 COCO_TRAIN_STEPS, COCO_EXAMPLEGEN, COCO_VERBOSE=1, COCO_RUN_TO=<component>
-for a partial run that stops after that component (e.g. Transform), and
+for a partial run that stops after that component (e.g. Transform),
+COCO_IMAGES=1 with COCO_IMAGE_DIR=<directory|gs://prefix|url> for images, and
 COCO_REPORT=1 to write the run's HTML report (pipeline/report.py) afterwards;
 run directly, `python local_runner.py --report` does the same.
 """
@@ -20,7 +21,7 @@ from pipeline import config, logs
 from pipeline.beam import beam_mode
 
 MODULE_FILE = os.path.join(config.PROJECT_DIR, 'modules', 'captions_module.py')
-COMPONENTS = config.COMPONENTS
+COMPONENTS = config.components()   # with ImageExampleGen when COCO_IMAGES=1
 
 
 def build():
@@ -58,6 +59,11 @@ def summary(pipeline_root: str) -> str:
     lines.append(f'input:         {fast_csv.rejected_rows(problems)} rows rejected, '
                  f'{sum(p.action == "repaired" for p in problems)} repairs '
                  f'(listed in {report_path})')
+  dead_letter_uri = outputs.get(config.IMAGE_COMPONENT, {}).get('dead_letter')
+  images_path = dead_letter_uri and os.path.join(dead_letter_uri, config.IMAGE_SUMMARY_NAME)
+  if images_path and os.path.exists(images_path):
+    with open(images_path) as f:
+      lines.append(f'images:        {json.load(f)["summary"].split(": ", 1)[-1]}')
   anomalies_uri = outputs.get('ExampleValidator', {}).get('anomalies')
   if anomalies_uri:
     found = metadata.anomalies(anomalies_uri)

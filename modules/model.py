@@ -22,6 +22,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from modules import baselines
 from pipeline import config
@@ -61,14 +62,25 @@ def token_nll(targets: tf.Tensor, logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tens
   return nll * mask, mask
 
 
+def schema_subset(schema: schema_pb2.Schema, keys) -> schema_pb2.Schema:
+  """The schema's features named in `keys` only, so reading parses just those
+  (with images on, each example also holds a 49k-float image tensor)."""
+  subset = schema_pb2.Schema()
+  subset.CopyFrom(schema)
+  del subset.feature[:]
+  subset.feature.extend(f for f in schema.feature if f.name in keys)
+  return subset
+
+
 def _load_split(fn_args: tfx.components.FnArgs, files: List[str],
                 tft_output: tft.TFTransformOutput) -> Dict[str, np.ndarray]:
-  """Reads one split of transformed examples into memory (a few MB)."""
+  """Reads the token features of one split of transformed examples into
+  memory (a few MB)."""
+  keys = (config.TOKEN_IDS_KEY, config.NUM_TOKENS_KEY)
   dataset = fn_args.data_accessor.tf_dataset_factory(
       files,
       tfxio.TensorFlowDatasetOptions(batch_size=4096, num_epochs=1, shuffle=False),
-      tft_output.transformed_metadata.schema)
-  keys = (config.TOKEN_IDS_KEY, config.NUM_TOKENS_KEY)
+      schema_subset(tft_output.transformed_metadata.schema, keys))
   parts = {key: [] for key in keys}
   for batch in dataset:
     for key in keys:

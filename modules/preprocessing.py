@@ -1,11 +1,14 @@
-"""tf.Transform preprocessing of COCO captions.
+"""tf.Transform preprocessing of COCO captions (and their images, when present).
 
 `clean_captions` is the one home of the text cleaning: written in TensorFlow
 string ops so the same code runs inside the transform graph (and therefore in
-the exported model) and can be called on batches from any Beam stage.
+the exported model) and can be called on batches from any Beam stage
+(`clean_caption_texts`, used by the image stage in pipeline/images.py).
+`decode_and_resize` is likewise the one home of image decoding, shared by
+that stage and `preprocessing_fn`.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -29,6 +32,42 @@ def clean_captions(captions: tf.Tensor) -> tf.Tensor:
   text = tf.strings.regex_replace(text, _APOSTROPHES, '')
   text = tf.strings.regex_replace(text, _SEPARATORS, ' ')
   return tf.strings.strip(text)
+
+
+def clean_caption_texts(captions: Sequence[Union[str, bytes]]) -> List[str]:
+  """`clean_captions` on a Python list, eagerly: one TensorFlow call per batch,
+  so a Beam stage cleans exactly as the transform graph does."""
+  if not captions:
+    return []
+  cleaned = clean_captions(tf.constant(list(captions), dtype=tf.string)).numpy()
+  return [text.decode('utf-8') for text in cleaned.tolist()]
+
+
+def decode_and_resize(data: tf.Tensor, size: int) -> tf.Tensor:
+  """Encoded image bytes (JPEG, PNG, GIF, BMP) -> float32 [size, size, 3] in [0, 1].
+
+  Grey and RGBA images become RGB; the whole frame is scaled to a square
+  (aspect ratio not kept, nothing cropped: a caption may name anything in the
+  picture), with antialiasing so downscaling does not alias. Raises
+  tf.errors.InvalidArgumentError for bytes that are not a decodable image.
+  """
+  image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  image = tf.image.convert_image_dtype(image, tf.float32)
+  image = tf.image.resize(image, [size, size], method='bilinear', antialias=True)
+  return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def normalized_images(images: tf.Tensor, size: int) -> tf.Tensor:
+  """[batch] image bytes -> float32 [batch, size, size, 3] in [0, 1].
+
+  Empty bytes give a black image: the scoring signature feeds captions
+  without images, and the transform graph must accept that.
+  """
+  def one(data):
+    return tf.cond(tf.strings.length(data) > 0,
+                   lambda: decode_and_resize(data, size),
+                   lambda: tf.zeros([size, size, 3], tf.float32))
+  return tf.map_fn(one, images, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
 def tokenize(captions: tf.Tensor) -> tf.RaggedTensor:
@@ -61,6 +100,8 @@ def preprocessing_fn(inputs: Dict[str, Any],
     length_ratio: float32; untruncated token count / mean count over the
                   analysed (train) data, a full-pass statistic.
     image_id, caption_id: passed through for joins and the split check.
+    image:        float32 [IMAGE_SIZE, IMAGE_SIZE, 3] in [0, 1], only when the
+                  raw examples carry images (ImageExampleGen's output).
   """
   custom_config = custom_config or {}
   vocab_size = custom_config.get('vocab_size', config.VOCAB_SIZE)
@@ -78,7 +119,7 @@ def preprocessing_fn(inputs: Dict[str, Any],
       default_value=config.PAD_ID, shape=[None, max_tokens])
 
   full_length = tf.cast(tokens.row_lengths(), tf.float32)
-  return {
+  outputs = {
       config.TOKEN_IDS_KEY: token_ids,
       config.NUM_TOKENS_KEY: kept.row_lengths(),
       config.LENGTH_RATIO_KEY: full_length / tft.mean(full_length),
@@ -87,3 +128,8 @@ def preprocessing_fn(inputs: Dict[str, Any],
       config.TRANSFORMED_CAPTION_ID_KEY: _dense_column(
           inputs[config.CAPTION_ID_KEY], default=tf.constant(-1, tf.int64)),
   }
+  if config.IMAGE_KEY in inputs:
+    outputs[config.TRANSFORMED_IMAGE_KEY] = normalized_images(
+        _dense_column(inputs[config.IMAGE_KEY], default=''),
+        custom_config.get('image_size', config.IMAGE_SIZE))
+  return outputs

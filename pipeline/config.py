@@ -9,7 +9,7 @@ one here changes the component's fingerprint and invalidates its cache.
 """
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,6 +43,36 @@ COMPONENTS = ('CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
 # CsvExampleGen's executor: 'fast' (pipeline/fast_csv.py) or 'stock'.
 EXAMPLEGEN_EXECUTOR = 'fast'   # proven equal to stock on 400k rows: bench/compare_examplegen.py
 
+# ---------------------------------------------------------------- images (off by default)
+# With images on (`create_pipeline(images=True)`, `COCO_IMAGES=1`), ImageExampleGen runs
+# after CsvExampleGen: keeps rows whose image license is allowed, reads and resizes each
+# image once, cleans the captions, and its Examples feed the rest of the DAG.
+IMAGE_COMPONENT = 'ImageExampleGen'
+# Licenses (CSV `license` column: the annotation's license name) whose images may be used;
+# the same two as the Beam/Kubeflow COCO preprocessing example.
+ALLOWED_LICENSES = ('Attribution License', 'No known copyright restrictions')
+LICENSE_KEY = 'license'
+URL_KEY = 'url'
+FILE_NAME_KEY = 'file_name'
+# Images are resized to IMAGE_SIZE x IMAGE_SIZE (aspect ratio not kept: a caption may
+# describe anything in the frame, so nothing is cropped away) and stored as JPEG.
+IMAGE_SIZE = 128
+IMAGE_JPEG_QUALITY = 90
+IMAGE_HTTP_TIMEOUT_SECONDS = 10.0
+# `{folder}` in an image location is replaced by the folder of the row's COCO URL
+# (train2017, val2017, ...), so one location covers COCO's own layout.
+IMAGE_FOLDER_PLACEHOLDER = '{folder}'
+IMAGE_URL_LOCATION = 'url'          # image location meaning "fetch each row's url"
+# Features ImageExampleGen writes (with the caption, image_id and id of the CSV).
+IMAGE_KEY = 'image'                 # JPEG bytes, IMAGE_SIZE x IMAGE_SIZE x 3
+IMAGE_HEIGHT_KEY = 'image_height'
+IMAGE_WIDTH_KEY = 'image_width'
+# Why an image was not used; each is a Beam counter and a dead-letter reason.
+FAILURE_REASONS = ('missing', 'corrupt', 'read_error', 'http_error', 'timeout')
+IMAGE_COUNTER_NAMESPACE = 'coco_images'
+DEAD_LETTER_NAME = 'dead_letter'    # file prefix of the dead-letter CSV (id, reason, ...)
+IMAGE_SUMMARY_NAME = 'summary.json'  # counts, next to the dead letter
+
 # ---------------------------------------------------------------- transform
 # Transform's executor: 'fast' (pipeline/fast_transform.py: batched TFRecord
 # I/O around the stock analysis) or 'stock'.
@@ -64,6 +94,7 @@ NUM_TOKENS_KEY = 'num_tokens'
 LENGTH_RATIO_KEY = 'length_ratio'   # caption length / mean length (full pass)
 TRANSFORMED_IMAGE_ID_KEY = 'image_id'
 TRANSFORMED_CAPTION_ID_KEY = 'caption_id'
+TRANSFORMED_IMAGE_KEY = 'image'     # float32 [IMAGE_SIZE, IMAGE_SIZE, 3] in [0, 1] (images on)
 
 # ---------------------------------------------------------------- trainer
 TRAIN_STEPS = 1000
@@ -162,6 +193,64 @@ def _gcs(gcs_root: str) -> str:
 def example_gen_executor() -> str:
   """'fast' (pyarrow, pipeline/fast_csv.py) or 'stock' (TFX's own executor)."""
   return env('EXAMPLEGEN', EXAMPLEGEN_EXECUTOR)
+
+
+def _flag(name: str, default: bool = False) -> bool:
+  """Boolean `COCO_<name>`: 1/true/yes/on or 0/false/no/off (any case)."""
+  raw = (env(name) or '').strip().lower()
+  if not raw:
+    return default
+  if raw in ('1', 'true', 'yes', 'on'):
+    return True
+  if raw in ('0', 'false', 'no', 'off'):
+    return False
+  raise ValueError(f'{ENV_PREFIX}{name}={raw!r}; use 1 or 0')
+
+
+def images_enabled() -> bool:
+  """`COCO_IMAGES=1` adds ImageExampleGen (images with the captions) to the DAG."""
+  return _flag('IMAGES')
+
+
+def image_location() -> Optional[str]:
+  """Where ImageExampleGen reads images (`COCO_IMAGE_DIR`): a directory, a gs://
+  prefix (either may contain `{folder}`), or `url` for each row's URL."""
+  return env('IMAGE_DIR') or None
+
+
+def image_size() -> int:
+  return env_int('IMAGE_SIZE', IMAGE_SIZE)
+
+
+def allowed_licenses() -> Tuple[str, ...]:
+  """License names whose images are kept (`COCO_IMAGE_LICENSES`, comma-separated)."""
+  raw = env('IMAGE_LICENSES')
+  if not raw:
+    return ALLOWED_LICENSES
+  return tuple(name.strip() for name in raw.split(',') if name.strip())
+
+
+def image_http_timeout() -> float:
+  raw = env('IMAGE_HTTP_TIMEOUT')
+  try:
+    return float(raw) if raw else IMAGE_HTTP_TIMEOUT_SECONDS
+  except ValueError:
+    raise ValueError(f'{ENV_PREFIX}IMAGE_HTTP_TIMEOUT={raw!r} is not a number') from None
+
+
+def components(images: Optional[bool] = None) -> Tuple[str, ...]:
+  """The DAG's node ids in run order; with images, ImageExampleGen follows CsvExampleGen."""
+  images = images_enabled() if images is None else images
+  if not images:
+    return COMPONENTS
+  first = COMPONENTS.index('CsvExampleGen') + 1
+  return COMPONENTS[:first] + (IMAGE_COMPONENT,) + COMPONENTS[first:]
+
+
+def kfp_image_location(gcs_root: str) -> str:
+  """Images for KFP/Vertex runs (`COCO_KFP_IMAGE_DIR` overrides): COCO's own layout
+  (train2017/, val2017/) under `<COCO_GCS_ROOT>/images`."""
+  return env('KFP_IMAGE_DIR') or f'{_gcs(gcs_root)}/images/{IMAGE_FOLDER_PLACEHOLDER}'
 
 
 def transform_executor() -> str:

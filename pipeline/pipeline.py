@@ -1,5 +1,5 @@
-"""The TFX pipeline: CsvExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator,
-Transform -> Trainer.
+"""The TFX pipeline: CsvExampleGen (-> ImageExampleGen) -> StatisticsGen -> SchemaGen ->
+ExampleValidator, Transform -> Trainer.
 
 Reads top to bottom like the DAG it builds. Runners (local, Kubeflow/Vertex)
 call `create_pipeline` with their own metadata and Beam settings; nothing
@@ -14,6 +14,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from pipeline import config, fast_csv, fast_transform
+from pipeline.images_component import ImageExampleGen
 
 
 def example_gen_output_config() -> tfx.proto.Output:
@@ -69,6 +70,9 @@ def create_pipeline(
     beam_pipeline_args: Optional[List[str]] = None,
     example_gen_executor: Optional[str] = None,
     transform_executor: Optional[str] = None,
+    images: Optional[bool] = None,
+    image_location: Optional[str] = None,
+    image_size: Optional[int] = None,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline.
 
@@ -76,6 +80,11 @@ def create_pipeline(
   its cache key follows the file contents: the local default) or from dotted
   names `preprocessing_fn` / `run_fn` of the installed package (what a
   component image uses on Kubeflow/Vertex, where no local file exists).
+
+  `images` (default: `COCO_IMAGES`) adds ImageExampleGen after CsvExampleGen:
+  its image-caption Examples, read from `image_location` (default
+  `COCO_IMAGE_DIR`) at `image_size` (default `COCO_IMAGE_SIZE`), are what
+  StatisticsGen, Transform and the rest see; the split stays CsvExampleGen's.
   """
   if module_file and not (preprocessing_fn or run_fn):
     transform_code = trainer_code = {'module_file': module_file}
@@ -88,9 +97,24 @@ def create_pipeline(
   example_gen = tfx.components.CsvExampleGen(
       input_base=data_root, output_config=example_gen_output_config())
   use_example_gen_executor(example_gen, example_gen_executor or config.example_gen_executor())
+  examples = example_gen.outputs['examples']
+  transform_config = dict(transform_config or config.transform_config())
+
+  image_gen = None
+  images = config.images_enabled() if images is None else images
+  if images:
+    image_size = image_size or config.image_size()
+    image_gen = ImageExampleGen(
+        captions=examples,
+        image_location=image_location or config.image_location(),
+        image_size=image_size,
+        allowed_licenses=config.allowed_licenses(),
+        http_timeout=config.image_http_timeout())
+    examples = image_gen.outputs['examples']
+    transform_config['image_size'] = image_size   # preprocessing_fn's image tensor
 
   statistics_gen = tfx.components.StatisticsGen(
-      examples=example_gen.outputs['examples'], stats_options=statistics_options())
+      examples=examples, stats_options=statistics_options())
 
   schema_gen = tfx.components.SchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
@@ -103,9 +127,9 @@ def create_pipeline(
   # StatisticsGen already describes the raw data; Transform's own pre- and
   # post-transform statistics would read every example twice more.
   transform = tfx.components.Transform(
-      examples=example_gen.outputs['examples'],
+      examples=examples,
       schema=schema_gen.outputs['schema'],
-      custom_config=transform_config or config.transform_config(),
+      custom_config=transform_config,
       disable_statistics=True,
       **transform_code)
   use_transform_executor(transform, transform_executor or config.transform_executor())
@@ -122,8 +146,8 @@ def create_pipeline(
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
-      components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                  trainer],
+      components=[c for c in (example_gen, image_gen, statistics_gen, schema_gen,
+                              example_validator, transform, trainer) if c is not None],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],

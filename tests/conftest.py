@@ -54,7 +54,7 @@ class PipelineRun:
     self.output_dir = output_dir
     self.pipeline_root = config.local_pipeline_root(output_dir)
     self.metadata_path = config.local_metadata_path(self.pipeline_root)
-    self.env = dict(os.environ, COCO_OUTPUT_DIR=output_dir,
+    self.env = dict(os.environ, COCO_OUTPUT_DIR=output_dir, COCO_IMAGES='0',
                     COCO_TRAIN_STEPS=str(E2E_TRAIN_STEPS), COCO_STEPS_PER_EPOCH='30',
                     COCO_REPORT='1')  # the HTML report too (tests/test_report.py)
     self.first = run_local(self.env)

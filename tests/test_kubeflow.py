@@ -38,7 +38,9 @@ GCP_ENV = {'COCO_GCP_PROJECT': PROJECT, 'COCO_GCP_REGION': REGION,
 STRAY_ENV = ('COCO_KFP_PIPELINE_ROOT', 'COCO_KFP_DATA_ROOT', 'COCO_KFP_BEAM_MODE',
              'COCO_KFP_FORMAT', 'COCO_KFP_OUTPUT_DIR', 'COCO_DATAFLOW_SHIP',
              'COCO_DATAFLOW_REQUIREMENTS', 'COCO_DATAFLOW_MACHINE_TYPE',
-             'COCO_DATAFLOW_MAX_WORKERS', 'COCO_DATAFLOW_DISK_GB', 'VERTEX_HOME', 'KUBEFLOW_HOME')
+             'COCO_DATAFLOW_MAX_WORKERS', 'COCO_DATAFLOW_DISK_GB', 'VERTEX_HOME', 'KUBEFLOW_HOME',
+             'COCO_IMAGES', 'COCO_KFP_IMAGE_DIR', 'COCO_IMAGE_SIZE', 'COCO_IMAGE_LICENSES',
+             'COCO_IMAGE_HTTP_TIMEOUT')
 
 EDGES = {  # task -> the tasks it depends on
     'CsvExampleGen': set(),
@@ -216,6 +218,52 @@ def referenced_functions(spec: dict):
   executors = sorted(set(re.findall(r'pipeline\.[a-z_]+\.Executor', json.dumps(spec))))
   return [parameter(spec, 'Transform', 'preprocessing_fn'),
           parameter(spec, 'Trainer', 'run_fn')] + executors
+
+
+# With images on: ImageExampleGen between CsvExampleGen and everything that reads examples.
+IMAGE_EDGES = dict(EDGES, ImageExampleGen={'CsvExampleGen'}, StatisticsGen={'ImageExampleGen'},
+                   Transform={'ImageExampleGen', 'SchemaGen'})
+
+
+@pytest.fixture(scope='module')
+def compiled_images(tmp_path_factory):
+  """`COCO_IMAGES=1 python kubeflow_runner.py` (YAML), network disabled."""
+  tmp = tmp_path_factory.mktemp('kfp_images')
+  env = guarded_env(tmp, COCO_KFP_OUTPUT_DIR=str(tmp / 'out'), COCO_KFP_FORMAT='yaml',
+                    COCO_IMAGES='1')
+  result = subprocess.run([PYTHON, RUNNER], env=env, cwd=str(tmp), capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert not (tmp / 'network.log').exists(), (tmp / 'network.log').read_text()
+  return yaml.safe_load((tmp / 'out' / 'pipeline.yaml').read_text())
+
+
+def test_images_on_compiles_image_example_gen_into_the_dag(compiled_images, monkeypatch):
+  spec = pipeline_spec_pb2.PipelineSpec()
+  json_format.ParseDict(compiled_images, spec)
+  tasks = spec.root.dag.tasks
+  assert {name: set(t.dependent_tasks) for name, t in tasks.items()} == IMAGE_EDGES
+  image_inputs = tasks['ImageExampleGen'].inputs.artifacts
+  assert image_inputs['captions'].task_output_artifact.producer_task == 'CsvExampleGen'
+  for consumer in ('StatisticsGen', 'Transform'):
+    producers = {a.task_output_artifact.producer_task
+                 for name, a in tasks[consumer].inputs.artifacts.items() if name == 'examples'}
+    assert producers == {'ImageExampleGen'}, consumer
+  assert parameter(compiled_images, 'ImageExampleGen', 'image_location') == (
+      f'{GCS_ROOT}/images/{{folder}}')
+  assert json.loads(parameter(compiled_images, 'ImageExampleGen', 'allowed_licenses')) == list(
+      config.ALLOWED_LICENSES)
+  container = executor_of(compiled_images, 'ImageExampleGen')
+  assert container['image'] == IMAGE
+  class_path = container['args'][container['args'].index('--executor_class_path') + 1]
+  module_name, _, attr = class_path.rpartition('.')
+  assert callable(getattr(importlib.import_module(module_name), attr)), class_path
+  for name in STRAY_ENV:
+    monkeypatch.delenv(name, raising=False)
+  for name, value in GCP_ENV.items():
+    monkeypatch.setenv(name, value)
+  expected = beam.beam_pipeline_args('dataflow')
+  assert container['args'][-len(expected):] == expected
 
 
 def test_functions_named_by_the_spec_import_and_are_callable(compiled):

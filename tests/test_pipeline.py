@@ -26,6 +26,31 @@ def test_components_in_dag_order():
   assert {u.id for u in by_id['ExampleValidator'].upstream_nodes} == {'StatisticsGen', 'SchemaGen'}
 
 
+def test_images_switch_adds_image_example_gen_after_csv_example_gen(monkeypatch):
+  from pipeline.images_component import ImageExampleGen
+  monkeypatch.delenv('COCO_IMAGES', raising=False)
+  assert 'ImageExampleGen' not in [c.id for c in build().components]
+  p = build(images=True, image_location='/images/{folder}', image_size=32)
+  assert tuple(c.id for c in p.components) == config.components(images=True)
+  by_id = {c.id: c for c in p.components}
+  assert isinstance(by_id['ImageExampleGen'], ImageExampleGen)
+  assert {u.id for u in by_id['ImageExampleGen'].upstream_nodes} == {'CsvExampleGen'}
+  for consumer in ('StatisticsGen', 'Transform'):
+    assert by_id[consumer].inputs['examples'] is by_id['ImageExampleGen'].outputs['examples']
+  props = by_id['ImageExampleGen'].exec_properties
+  assert props['image_location'] == '/images/{folder}' and props['image_size'] == 32
+  assert '"image_size": 32' in by_id['Transform'].exec_properties['custom_config']
+  assert 'image_size' not in build().components[-2].exec_properties['custom_config']
+  monkeypatch.setenv('COCO_IMAGES', '1')
+  monkeypatch.setenv('COCO_IMAGE_DIR', 'gs://bucket/images')
+  p = build()
+  assert p.components[1].id == 'ImageExampleGen'
+  assert p.components[1].exec_properties['image_location'] == 'gs://bucket/images'
+  monkeypatch.delenv('COCO_IMAGE_DIR')
+  with pytest.raises(ValueError, match='COCO_IMAGE_DIR'):
+    build()
+
+
 def test_split_by_image_id_two_to_one():
   eg = build().components[0]
   output_config = eg.exec_properties['output_config']
