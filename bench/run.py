@@ -330,7 +330,9 @@ def git_version() -> str:
   try:
     head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=config.PROJECT_DIR,
                           capture_output=True, text=True, check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+    # (bench/results is what this run writes, not code it ran)
+    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.',
+                            ':!bench/results'],
                            cwd=config.PROJECT_DIR, capture_output=True, text=True).stdout.strip()
     return head + (' + uncommitted changes' if dirty else '')
   except (OSError, subprocess.CalledProcessError):
