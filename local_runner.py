@@ -14,6 +14,7 @@ run directly, `python local_runner.py --report` does the same.
 
 import contextlib
 import os
+import signal
 import sys
 import time
 
@@ -159,11 +160,34 @@ def run_lock(pipeline_root: str, stream):
       stale = metadata.cancel_unfinished(metadata.open_store(db))
       if stale:
         stream.write(f'Marked unfinished executions of an earlier run CANCELED: {", ".join(stale)}\n')
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted(db))
     try:
       yield
-    except KeyboardInterrupt:
-      metadata.cancel_unfinished(metadata.open_store(db))
-      raise
+    finally:
+      signal.signal(signal.SIGINT, previous)
+
+
+INTERRUPTED = ('Interrupted: finished components stay cached, the interrupted one is marked '
+               'CANCELED in ML Metadata; run again to resume.')
+_console_err = None   # the real stderr while quiet_output() points fd 2 at the log
+
+
+def interrupted(db: str) -> None:
+  """Ctrl-C while components run: record it and leave at once with 130.
+
+  A KeyboardInterrupt raised in the middle of Beam and TensorFlow is not
+  reliably seen (a thread or a broad handler may swallow it, and the run then
+  carries on); exiting here is as safe as a kill, which the next run
+  resumes from, and the execution is marked CANCELED first.
+  """
+  from pipeline import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    metadata.cancel_unfinished(metadata.open_store(db))
+  finally:
+    stream = _console_err or sys.stderr
+    stream.write(INTERRUPTED + '\n')
+    stream.flush()
+    os._exit(130)  # pylint: disable=protected-access
 
 
 def main() -> int:
@@ -174,6 +198,8 @@ def main() -> int:
     print(f'error: {error}', file=sys.stderr)
     return 2
   progress = logs.setup(verbose=verbose, total_components=COMPONENTS.index(last) + 1)
+  global _console_err  # pylint: disable=global-statement
+  _console_err = os.fdopen(os.dup(2), 'w')
   pipeline_root = config.local_pipeline_root()
   log_dir = os.path.join(os.path.dirname(config.local_metadata_path(pipeline_root)), 'logs')
   log_path = os.path.join(log_dir, time.strftime('run-%Y%m%d-%H%M%S.log'))
@@ -200,9 +226,8 @@ def main() -> int:
           runner.run(tfx_pipeline)
         else:  # a TFX partial run: `last` and everything upstream of it
           runner.run(tfx_pipeline, run_options=pipeline_module.RunOptions(to_nodes=[last]))
-  except KeyboardInterrupt:
-    print('Interrupted: finished components stay cached, the interrupted one is marked '
-          'CANCELED in ML Metadata; run again to resume.', file=sys.stderr)
+  except KeyboardInterrupt:  # before the run started (e.g. while waiting for the lock)
+    print(INTERRUPTED, file=sys.stderr)
     return 130
   except Exception as error:  # pylint: disable=broad-except
     print(f'error: {_first_lines(error)}', file=sys.stderr)

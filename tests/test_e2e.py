@@ -53,9 +53,15 @@ def test_console_shows_one_line_per_component_and_a_summary(pipeline_run):
 def test_every_csv_row_becomes_one_example_split_by_image(pipeline_run):
   rows = csv_rows(config.data_root())
   store = metadata.open_store(pipeline_run.metadata_path)
-  uri = [a.uri for a in store.get_artifacts_by_type('Examples') if '/CsvExampleGen/' in a.uri][0]
+  (artifact,) = [a for a in store.get_artifacts_by_type('Examples') if '/CsvExampleGen/' in a.uri]
+  uri = artifact.uri
   splits = {s: read_examples(uri, s) for s in ('train', 'eval')}
   assert len(splits['train']) + len(splits['eval']) == len(rows)
+  # ML Metadata records the input checks: every row read, none rejected, one
+  # repair (the Beam docs file's missing header row).
+  recorded = {k: v.int_value for k, v in artifact.custom_properties.items()
+              if k in ('rows_read', 'rows_rejected', 'repairs')}
+  assert recorded == {'rows_read': len(rows), 'rows_rejected': 0, 'repairs': 1}
   assert len(splits['eval']) > 0.2 * len(rows) and len(splits['train']) > 0.5 * len(rows)
   image_ids = {s: {e.features.feature['image_id'].int64_list.value[0] for e in examples}
                for s, examples in splits.items()}
