@@ -64,13 +64,14 @@ log = logging.getLogger('coco_captions.images')
 
 FAILED = 'failed'          # tag of the failure outputs
 FORMATS = ('tfrecord', 'avro')
-# The Avro format's schema: caption id, cleaned caption, JPEG bytes.
+# The Avro format's schema: caption id, cleaned caption, JPEG bytes (the
+# record the well-known COCO example writes; its id is a 32-bit int).
 AVRO_SCHEMA = {
     'namespace': 'coco_captions',
     'type': 'record',
     'name': 'ImageCaption',
     'fields': [
-        {'name': 'id', 'type': 'long'},
+        {'name': 'id', 'type': 'int'},
         {'name': 'caption', 'type': 'string'},
         {'name': 'image', 'type': 'bytes'},
     ],
@@ -212,6 +213,9 @@ def caption_example(record: Dict[str, Any]) -> 'tf.train.Example':
 
 def avro_record(record: Dict[str, Any]) -> Dict[str, Any]:
   """The Avro format's record: {id, caption, image} (AVRO_SCHEMA)."""
+  if not -2**31 <= record[config.CAPTION_ID_KEY] < 2**31:
+    raise ValueError(f'caption id {record[config.CAPTION_ID_KEY]} does not fit the Avro '
+                     "schema's 32-bit int id; use --format tfrecord")
   return {'id': record[config.CAPTION_ID_KEY], 'caption': record[config.CAPTION_KEY],
           'image': record[config.IMAGE_KEY]}
 

@@ -483,3 +483,11 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
   assert scored.returncode == 0, scored.stderr[-3000:]
   ppl, loglik, caption = scored.stdout.strip().split('\t')
   assert caption == 'A dog on a couch.' and float(ppl) > 1 and float(loglik) < 0
+
+
+def test_avro_records_follow_the_schema_and_refuse_ids_it_cannot_hold():
+  record = {config.CAPTION_ID_KEY: 2**31 - 1, config.CAPTION_KEY: 'a dog', config.IMAGE_KEY: b'jpg'}
+  assert images.avro_record(record) == {'id': 2**31 - 1, 'caption': 'a dog', 'image': b'jpg'}
+  assert [f['type'] for f in images.AVRO_SCHEMA['fields']] == ['int', 'string', 'bytes']
+  with pytest.raises(ValueError, match="caption id 2147483648 does not fit"):
+    images.avro_record({**record, config.CAPTION_ID_KEY: 2**31})
