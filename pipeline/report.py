@@ -782,7 +782,10 @@ def report_of(run: Run, pipeline_root: str) -> Report:
   model_uri = _attempt(missing, lambda: run.output('Trainer', 'model'))
   metrics = (model_uri if isinstance(model_uri, MissingArtifact)
              else _attempt(missing, lambda: load_metrics(model_uri)))
-  captions = _attempt(missing, lambda: load_captions(run.output('CsvExampleGen', 'examples')))
+  # With images on, the captions the model saw are ImageExampleGen's.
+  caption_source = (config.IMAGE_COMPONENT if config.IMAGE_COMPONENT in run.outputs
+                    else 'CsvExampleGen')
+  captions = _attempt(missing, lambda: load_captions(run.output(caption_source, 'examples')))
   input_report = _attempt(missing, lambda: load_input_report(run.output('CsvExampleGen',
                                                                          'examples')))
 
