@@ -66,14 +66,14 @@ def parse_header(path: str, first_line: bytes) -> Optional[Header]:
   config.CSV_COLUMNS. A missing required column stops the run.
   """
   problems = []
-  if first_line.startswith(b'\xef\xbb\xbf'):
-    first_line = first_line[3:]
-    problems.append(Problem(path, 1, '', 'byte-order mark at the start of the file ignored',
-                            REPAIRED))
-  text = first_line.decode('utf-8', errors='surrogateescape').rstrip('\r\n')
+  bom = first_line.startswith(b'\xef\xbb\xbf')
+  text = first_line[3 if bom else 0:].decode('utf-8', errors='surrogateescape').rstrip('\r\n')
   if not text.strip():
     return None
   names = [n.strip() for n in _split_line(text)]
+  if bom:
+    problems.append(Problem(path, 1, names[0], 'byte-order mark before the first name ignored',
+                            REPAIRED))
   if (not set(names) & set(config.REQUIRED_COLUMNS) and len(names) == len(config.CSV_COLUMNS)
       and _INTEGER.fullmatch(names[0])):
     problems.append(Problem(path, 1, '', 'no header row; read the file as '
