@@ -95,13 +95,16 @@ def checked_blocks(path: str, header: validate.Header) -> Iterator[pa.RecordBatc
   try:
     reader = pa_csv.open_csv(_arrow_source(path), **options)
     for block in reader:
-      if invalid or validate.block_needs_scan(block, header.columns):
+      if invalid:
         raise _NeedsScan()
-      yield pa.RecordBatch.from_arrays([c.cast(pa.string()) for c in block.columns],
-                                       header.columns)
+      text = pa.RecordBatch.from_arrays([c.cast(pa.string()) for c in block.columns],
+                                        header.columns)   # raises on bytes that are not UTF-8
+      if validate.block_needs_scan(text, header.columns):
+        raise _NeedsScan()
+      yield text
     if invalid:
       raise _NeedsScan()
-  except pa.ArrowInvalid:
+  except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
     raise _NeedsScan() from None
 
 
@@ -139,26 +142,30 @@ class FileSummary:
   scan: bool                           # read row by row (it has problems)
 
 
+def caption_ids(block: pa.RecordBatch, columns: Sequence[str], scanned: bool) -> np.ndarray:
+  """The caption ids of a block of checked rows. Rows read one by one may
+  hold ids like ' 12' or '+5' that Python's int() reads and pyarrow's cast
+  does not."""
+  ids = block.column(list(columns).index(config.CAPTION_ID_KEY))
+  if scanned:
+    return np.asarray([int(v) for v in ids.to_pylist()], np.int64)
+  return ids.cast(pa.int64()).to_numpy()
+
+
 def summarise_file(index: int, path: str) -> FileSummary:
   """First pass over one file: header, checks, TFX column types, caption ids."""
   header = file_header(path)
   if header is None:
     return FileSummary(index, path, None, {}, np.zeros(0, np.int64), False)
-  def summary(blocks, scan):
-    types = {c: ColumnType.UNKNOWN for c in header.columns}
+  def summary(blocks, scanned):
     ids = []
-    for block in blocks:
-      for name, column in zip(header.columns, block.columns):
-        if types[name] != ColumnType.STRING:
-          distinct = column.unique()
-          distinct = distinct.filter(pc.not_equal(distinct, ''))
-          types[name] = max(types[name], _column_kind(distinct))
-      ids.append(np.asarray(
-          [int(v) for v in block.column(header.columns.index(config.CAPTION_ID_KEY)).to_pylist()]
-          if scan else block.column(header.columns.index(config.CAPTION_ID_KEY))
-          .cast(pa.int64()).to_numpy(), np.int64))
+    def collect_ids(blocks):
+      for block in blocks:
+        ids.append(caption_ids(block, header.columns, scanned))
+        yield block
+    types = infer_types(collect_ids(blocks), header.columns)
     return FileSummary(index, path, header, types,
-                       np.concatenate(ids) if ids else np.zeros(0, np.int64), scan)
+                       np.concatenate(ids) if ids else np.zeros(0, np.int64), scanned)
   try:
     return summary(checked_blocks(path, header), False)
   except _NeedsScan:
@@ -193,19 +200,6 @@ def make_plan(summaries: Iterable[FileSummary]) -> Plan:
               files={s.index: s for s in summaries})
 
 
-def read_header(path: str) -> List[str]:
-  """Column names of one CSV file, as the pipeline reads them."""
-  header = file_header(path)
-  if header is None:
-    raise CsvFormatError(f'{path}: empty file (no header row)')
-  return header.columns
-
-
-def iter_blocks(path: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-  """Record batches of a well-formed file, every column as UTF-8 text."""
-  yield from checked_blocks(path, validate.Header(list(columns), True))
-
-
 def _column_kind(values: pa.Array) -> int:
   """Type of one column's distinct non-empty values, as TFX infers it.
 
@@ -227,11 +221,11 @@ def _column_kind(values: pa.Array) -> int:
   return kind
 
 
-def infer_types(path: str, columns: Sequence[str]) -> Dict[str, int]:
+def infer_types(blocks: Iterable[pa.RecordBatch], columns: Sequence[str]) -> Dict[str, int]:
   """TFX's per-column type inference (csv_decoder._InferValueType), exactly:
   each non-empty value votes INT < FLOAT < STRING, the highest wins."""
   found = {c: ColumnType.UNKNOWN for c in columns}
-  for block in iter_blocks(path, columns):
+  for block in blocks:
     for name, column in zip(columns, block.columns):
       if found[name] != ColumnType.STRING:
         distinct = column.unique()

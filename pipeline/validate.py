@@ -184,22 +184,17 @@ def _rows_from(path: str, lines: List[str], i: int, header: Header):
 
 
 def block_needs_scan(block: pa.RecordBatch, columns: Sequence[str]) -> bool:
-  """Vectorised screening of one parsed block: True when any row may have
-  a problem that row_problems() would report."""
+  """Vectorised screening of one parsed block of UTF-8 text columns: True
+  when any row may have a problem that row_problems() would report."""
   by_name = dict(zip(columns, block.columns))
   for column in block.columns:
-    try:
-      column.cast(pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-      return True  # not UTF-8
-    if pc.any(pc.greater_equal(pc.count_substring(column.cast(pa.string()), '\n'),
+    if pc.any(pc.greater_equal(pc.count_substring(column, '\n'),
                                config.MAX_RECORD_LINES)).as_py():
       return True
   for name in config.INTEGER_COLUMNS:
-    if not pc.all(pc.match_substring_regex(by_name[name].cast(pa.string()),
-                                           r'^[+-]?[0-9]+$')).as_py():
+    if not pc.all(pc.match_substring_regex(by_name[name], r'^[+-]?[0-9]+$')).as_py():
       return True
-  caption = by_name[config.CAPTION_KEY].cast(pa.string())
+  caption = by_name[config.CAPTION_KEY]
   lengths = pc.utf8_length(pc.utf8_trim_whitespace(caption))
   return bool(pc.any(pc.equal(lengths, 0)).as_py()
               or pc.any(pc.greater(pc.utf8_length(caption), config.MAX_CAPTION_CHARS)).as_py())

@@ -6,7 +6,7 @@ import pytest
 from tfx.components.example_gen.csv_example_gen import executor as stock
 
 from bench import compare_examplegen as compare
-from pipeline import fast_csv
+from pipeline import fast_csv, validate
 
 HEADER = 'image_id,id,caption,url,score,empty,license\n'
 ROWS = [
@@ -46,7 +46,9 @@ def test_fast_equals_stock(tmp_path, shards):
 def test_column_types_follow_tfx_inference(tmp_path):
   data = str(tmp_path / 'data')
   write_shards(data, [ROWS])
-  types = fast_csv.infer_types(os.path.join(data, 'part-0.csv'), HEADER.strip().split(','))
+  columns = HEADER.strip().split(',')
+  blocks = fast_csv.checked_blocks(os.path.join(data, 'part-0.csv'), validate.Header(columns, True))
+  types = fast_csv.infer_types(blocks, columns)
   T = fast_csv.ColumnType
   assert types == {'image_id': T.INT, 'id': T.INT, 'caption': T.STRING, 'url': T.STRING,
                    'score': T.FLOAT, 'empty': T.UNKNOWN, 'license': T.STRING}

@@ -168,5 +168,5 @@ def test_row_checks_agree_with_the_vectorised_screening():
   for row in (['1', '2', ' ', 'u', 'f', 'l'], ['a', '2', 'c', 'u', 'f', 'l'],
               ['1', '2', 'c' * 1001, 'u', 'f', 'l'], ['1', '2.5', 'c', 'u', 'f', 'l']):
     assert validate.row_problems('f', 1, columns, row)
-    block = pa.RecordBatch.from_arrays([pa.array([v], pa.binary()) for v in row], columns)
+    block = pa.RecordBatch.from_arrays([pa.array([v], pa.string()) for v in row], columns)
     assert validate.block_needs_scan(block, columns)
