@@ -48,18 +48,16 @@ def summary(pipeline_root: str) -> str:
   """Final lines, from this run's own outputs in ML Metadata: input checks,
   anomalies, the model and its quality (a partial run shows what it made)."""
   import json  # pylint: disable=g-import-not-at-top
-  from pipeline import fast_csv, metadata  # pylint: disable=g-import-not-at-top
+  from pipeline import fast_csv, metadata, validate  # pylint: disable=g-import-not-at-top
   store = metadata.open_store(config.local_metadata_path(pipeline_root))
   outputs = metadata.run_outputs(store)
   lines = [f'pipeline root: {pipeline_root}']
   examples_uri = outputs.get('CsvExampleGen', {}).get('examples')
-  report_path = examples_uri and os.path.join(examples_uri, fast_csv.INPUT_REPORT)
-  if report_path and os.path.exists(report_path):
-    with open(report_path) as f:
-      problems = [fast_csv.Problem(**p) for p in json.load(f)['problems']]
-    lines.append(f'input:         {fast_csv.rejected_rows(problems)} rows rejected, '
-                 f'{sum(p.action == "repaired" for p in problems)} repairs '
-                 f'(listed in {report_path})')
+  input_report = examples_uri and fast_csv.read_input_report(examples_uri)
+  if input_report:
+    counts = validate.input_counts(input_report)
+    lines.append(f'input:         {counts.rejected} rows rejected, {counts.repairs} repairs '
+                 f'(listed in {os.path.join(examples_uri, fast_csv.INPUT_REPORT)})')
   dead_letter_uri = outputs.get(config.IMAGE_COMPONENT, {}).get('dead_letter')
   images_path = dead_letter_uri and os.path.join(dead_letter_uri, config.IMAGE_SUMMARY_NAME)
   if images_path and os.path.exists(images_path):
@@ -68,7 +66,7 @@ def summary(pipeline_root: str) -> str:
   anomalies_uri = outputs.get('ExampleValidator', {}).get('anomalies')
   if anomalies_uri:
     found = metadata.anomalies(anomalies_uri)
-    listed = '; '.join(f'{split}: {", ".join(lines)}' for split, lines in found.items() if lines)
+    listed = '; '.join(f'{split}: {", ".join(items)}' for split, items in found.items() if items)
     lines.append(f'anomalies:     {listed or "none against the schema"}')
   model_uri = outputs.get('Trainer', {}).get('model')
   if model_uri:

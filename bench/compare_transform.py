@@ -41,15 +41,15 @@ def run_to_transform(data_dir: str, output_dir: str, executor: str) -> float:
 
 
 def transform_outputs(pipeline_root: str) -> Tuple[bytes, Dict[str, Decoded]]:
-  """The newest Transform's vocabulary file and its transformed examples per
+  """The latest run's Transform vocabulary file and transformed examples per
   split, each example decoded to sorted (feature, values) pairs."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   store = metadata.open_store(config.local_metadata_path(pipeline_root))
-  graph = metadata.latest_artifact_uri(store, 'TransformGraph')
-  with open(os.path.join(graph, 'transform_fn', 'assets', config.VOCAB_NAME), 'rb') as f:
+  outputs = metadata.run_outputs(store)['Transform']
+  with open(os.path.join(outputs['transform_graph'], 'transform_fn', 'assets',
+                         config.VOCAB_NAME), 'rb') as f:
     vocabulary = f.read()
-  examples_uri = max((a for a in store.get_artifacts_by_type('Examples')
-                      if '/Transform/' in a.uri), key=lambda a: a.id).uri
+  examples_uri = outputs['transformed_examples']
   splits = {}
   for split_dir in sorted(glob.glob(os.path.join(examples_uri, 'Split-*'))):
     decoded = {}

@@ -394,22 +394,23 @@ def write_input_report(counts: List[Tuple[str, int]], problems: List[Problem], u
     f.write(json.dumps(report, indent=1))
 
 
-def rejected_rows(problems: Iterable[Problem]) -> int:
-  """Rows left out: one per (file, line), however many problems it had."""
-  return len({(p.path, p.line) for p in problems if p.action == validate.REJECTED})
+def read_input_report(examples_uri: str) -> Optional[dict]:
+  """The input report of an Examples artifact this executor wrote, or None."""
+  path = os.path.join(examples_uri, INPUT_REPORT)
+  if not fileio.exists(path):
+    return None
+  with fileio.open(path) as f:
+    return json.loads(f.read())
 
 
-def log_input_report(report: dict, uri: str, limit: int = 20) -> Tuple[int, int, int]:
-  """One summary line plus one line per problem (up to `limit`); returns
-  (rows read, rows rejected, repairs)."""
+def log_input_report(report: dict, uri: str, limit: int = 20) -> validate.InputCounts:
+  """One summary line plus one line per problem (up to `limit`)."""
   problems = [Problem(**p) for p in report['problems']]
-  written = sum(report['examples'].values())
-  rejected = rejected_rows(problems)
-  repairs = sum(p.action == validate.REPAIRED for p in problems)
+  counts = validate.input_counts(report)
   splits = ', '.join(f'{n} {c:,}' for n, c in report['examples'].items())
   log = logging.getLogger('coco_captions.examplegen')
   log.info('input: %s rows -> %s examples (%s); %d rows rejected, %d repairs%s',
-           f'{written + rejected:,}', f'{written:,}', splits, rejected, repairs,
+           f'{counts.read:,}', f'{counts.written:,}', splits, counts.rejected, counts.repairs,
            f'; details: {os.path.join(uri, INPUT_REPORT)}' if problems else '')
   if report.get('long_captions'):
     log.info('  %s captions have more than %d words; Transform keeps their first %d tokens',
@@ -418,7 +419,7 @@ def log_input_report(report: dict, uri: str, limit: int = 20) -> Tuple[int, int,
     log.info('  %s', problem)
   if len(problems) > limit:
     log.info('  ... %d more in %s', len(problems) - limit, os.path.join(uri, INPUT_REPORT))
-  return written + rejected, rejected, repairs
+  return counts
 
 
 class Executor(stock.Executor):
@@ -483,11 +484,11 @@ class Executor(stock.Executor):
       if not fileio.glob(os.path.join(uri, '*')):
         tf.io.TFRecordWriter(os.path.join(uri, f'{DEFAULT_FILE_NAME}-00000-of-00001.gz'),
                              options='GZIP').close()
-    with fileio.open(os.path.join(artifact.uri, INPUT_REPORT)) as f:
-      report = json.loads(f.read())
-    read, rejected, repairs = log_input_report(report, artifact.uri)
+    report = read_input_report(artifact.uri)
+    counts = log_input_report(report, artifact.uri)
+    read, rejected = counts.read, counts.rejected
     for name, value in (('rows_read', read), ('rows_rejected', rejected),
-                        ('repairs', repairs)):
+                        ('repairs', counts.repairs)):
       artifact.set_int_custom_property(name, value)
     limit = config.max_rejected_fraction()
     if rejected > limit * read:

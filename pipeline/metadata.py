@@ -46,6 +46,14 @@ def run_ids(store: metadata_store.MetadataStore) -> List[str]:
   return [c.name for c in sorted(contexts, key=lambda c: c.id)]
 
 
+def _component_of(store: metadata_store.MetadataStore,
+                  execution: metadata_store_pb2.Execution) -> str:
+  """The node id (e.g. 'Transform') an execution ran, from its node context."""
+  nodes = [c for c in store.get_contexts_by_execution(execution.id)
+           if store.get_context_types_by_id([c.type_id])[0].name == 'node']
+  return nodes[0].name.split('.')[-1] if nodes else execution.type
+
+
 def component_runs(store: metadata_store.MetadataStore,
                    run_id: Optional[str] = None) -> List[ComponentRun]:
   """Executions of one pipeline run (default: the latest), in execution order."""
@@ -57,11 +65,8 @@ def component_runs(store: metadata_store.MetadataStore,
   rows = []
   for execution in sorted(store.get_executions_by_context(contexts[-1].id),
                           key=lambda e: e.id):
-    node_contexts = [c for c in store.get_contexts_by_execution(execution.id)
-                     if store.get_context_types_by_id([c.type_id])[0].name == 'node']
-    component = node_contexts[0].name.split('.')[-1] if node_contexts else execution.type
     rows.append(ComponentRun(
-        component=component,
+        component=_component_of(store, execution),
         state=_STATE_NAMES.get(execution.last_known_state, 'UNKNOWN'),
         seconds=(execution.last_update_time_since_epoch
                  - execution.create_time_since_epoch) / 1000.0,
@@ -138,9 +143,4 @@ def cancel_unfinished(store: metadata_store.MetadataStore) -> List[str]:
     execution.last_known_state = metadata_store_pb2.Execution.CANCELED
   if stale:
     store.put_executions(stale)
-  names = {}
-  for execution in stale:
-    nodes = [c.name.split('.')[-1] for c in store.get_contexts_by_execution(execution.id)
-             if store.get_context_types_by_id([c.type_id])[0].name == 'node']
-    names[execution.id] = nodes[0] if nodes else execution.type
-  return [names[e.id] for e in stale]
+  return [_component_of(store, e) for e in stale]

@@ -31,7 +31,7 @@ import sys
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pipeline import config
+from pipeline import config, validate
 
 # Chart and page colours: one series colour each, so a legend is never needed
 # twice and the browser test can look for them in the screenshot.
@@ -400,13 +400,11 @@ def input_fragment(report: Dict[str, Any], limit: int = 50) -> str:
   """ExampleGen's input checks: rows read, rejected and repaired, and each
   problem with its file, line and column (pipeline/validate.py)."""
   problems = report.get('problems', [])
-  written = sum(report.get('examples', {}).values())
-  rejected = len({(p['path'], p['line']) for p in problems if p['action'] == 'rejected'})
-  repairs = sum(p['action'] == 'repaired' for p in problems)
-  summary = (f'<p>{value_span("input/rows_read", fmt_int(written + rejected))} rows read, '
-             f'{value_span("input/examples", fmt_int(written))} examples written, '
-             f'{value_span("input/rejected", fmt_int(rejected))} rows rejected, '
-             f'{value_span("input/repairs", fmt_int(repairs))} repairs; '
+  counts = validate.input_counts(report)
+  summary = (f'<p>{value_span("input/rows_read", fmt_int(counts.read))} rows read, '
+             f'{value_span("input/examples", fmt_int(counts.written))} examples written, '
+             f'{value_span("input/rejected", fmt_int(counts.rejected))} rows rejected, '
+             f'{value_span("input/repairs", fmt_int(counts.repairs))} repairs; '
              f'{fmt_int(report.get("long_captions", 0))} captions longer than '
              f'{config.MAX_TOKENS} words (Transform keeps their first {config.MAX_TOKENS} tokens).</p>')
   if not problems:
@@ -638,10 +636,11 @@ def load_schema(uri: str) -> Any:
 def load_input_report(examples_uri: str) -> Dict[str, Any]:
   """The fast ExampleGen executor's counts and problems (pipeline/fast_csv.py)."""
   from pipeline import fast_csv  # pylint: disable=g-import-not-at-top
-  path = require_file(os.path.join(examples_uri, fast_csv.INPUT_REPORT),
-                      'input report (written by the fast ExampleGen executor)')
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  report = fast_csv.read_input_report(examples_uri)
+  if report is None:
+    raise MissingArtifact('input report (written by the fast ExampleGen executor): '
+                          f'{os.path.join(examples_uri, fast_csv.INPUT_REPORT)} does not exist')
+  return report
 
 
 def load_anomalies(uri: str) -> Dict[str, List[str]]:

@@ -200,6 +200,24 @@ def block_needs_scan(block: pa.RecordBatch, columns: Sequence[str]) -> bool:
               or pc.any(pc.greater(pc.utf8_length(caption), config.MAX_CAPTION_CHARS)).as_py())
 
 
+@dataclasses.dataclass(frozen=True)
+class InputCounts:
+  read: int
+  written: int
+  rejected: int    # rows, however many problems each had
+  repairs: int
+
+
+def input_counts(report: dict) -> InputCounts:
+  """The counts of an ExampleGen input report (fast_csv.write_input_report),
+  for the log, ML Metadata, the run summary and the HTML report alike."""
+  problems = report.get('problems', [])
+  written = sum(report.get('examples', {}).values())
+  rejected = len({(p['path'], p['line']) for p in problems if p['action'] == REJECTED})
+  repairs = sum(p['action'] == REPAIRED for p in problems)
+  return InputCounts(written + rejected, written, rejected, repairs)
+
+
 def duplicates(ids_per_file: Sequence[np.ndarray]) -> dict:
   """Caption ids that occur more than once: id -> (file index, position) of
   its first occurrence, the one that is kept."""
