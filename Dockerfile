@@ -1,5 +1,5 @@
 # Component image for Kubeflow Pipelines v2 / Vertex AI, and the Dataflow worker image
-# (--sdk_container_image, see pipeline/beam.py). Build from the project root:
+# (--sdk_container_image, see pipeline/beam_args.py). Build from the project root:
 #   docker build -t "$COCO_IMAGE" . && docker push "$COCO_IMAGE"
 #
 # The TFX release image brings TensorFlow, TFT, TFX-BSL, Beam and the Beam worker boot
@@ -13,7 +13,7 @@ FROM tensorflow/tfx:1.16.0
 ENV TF_USE_LEGACY_KERAS=1
 
 # Only what the package needs: the pipeline is installed as a package, so the
-# executors import modules.preprocessing / modules.model from site-packages.
+# executors import modules.preprocessing / modules.trainer from site-packages.
 COPY setup.py LICENSE /tmp/coco-captions-tfx/
 COPY pipeline/ /tmp/coco-captions-tfx/pipeline/
 COPY modules/ /tmp/coco-captions-tfx/modules/
@@ -22,4 +22,4 @@ COPY modules/ /tmp/coco-captions-tfx/modules/
 # The import check fails the build if the code needs something the image lacks.
 RUN python -m pip install --no-deps --no-cache-dir /tmp/coco-captions-tfx \
  && rm -rf /tmp/coco-captions-tfx \
- && cd / && python -c "import modules.preprocessing, modules.model; print('coco-captions-tfx ok')"
+ && cd / && python -c "import modules.preprocessing, modules.trainer, pipeline.components.csv_example_gen, pipeline.components.transform_executor, pipeline.components.image_example_gen; print('coco-captions-tfx ok')"

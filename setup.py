@@ -14,9 +14,12 @@ setuptools.setup(
     description='TFX pipeline for MSCOCO image captions: preprocessing with Beam, a caption LM.',
     license='Apache-2.0',
     python_requires='>=3.9,<3.11',
-    packages=['pipeline', 'modules'],
+    packages=setuptools.find_packages(include=['pipeline', 'pipeline.*', 'modules']),
     entry_points={'console_scripts': [
-        'coco-ingest=pipeline.ingest:main',
-        'coco-score=pipeline.score:main',
+        'coco-ingest=pipeline.tools.ingest:main',
+        'coco-score=pipeline.tools.score:main',
+        'coco-report=pipeline.tools.report:main',
+        'coco-images=pipeline.tools.images:main',
+        'coco-submit=pipeline.tools.submit:main',
     ]},
 )

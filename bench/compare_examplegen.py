@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/compare_examplegen.py DATA_DIR [--work DIR]
 
-Runs TFX's stock CsvExampleGen executor and pipeline/fast_csv.py on the same
+Runs TFX's stock CsvExampleGen executor and pipeline/components/csv_example_gen.py on the same
 CSV directory (the pipeline's own split config), then compares every split as
 a multiset of examples (decoded, re-serialized deterministically: file order
 and shuffling differ by design). Prints per-split counts, seconds of each
@@ -28,12 +28,14 @@ from tfx.proto import example_gen_pb2  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 from tfx.utils import proto_utils  # noqa: E402
 
-from pipeline import fast_csv  # noqa: E402
+from pipeline.components import csv_example_gen  # noqa: E402
 from pipeline.pipeline import example_gen_output_config  # noqa: E402
 
 
-def run_executor(executor_class, input_base: str, output_dir: str) -> float:
-  """Runs one ExampleGen executor as the component would; returns seconds."""
+def run_executor(executor_class, input_base: str, output_dir: str,
+                 custom_config: dict = None) -> float:
+  """Runs one ExampleGen executor as the component would (with `custom_config`
+  the checked executor's values, e.g. {'max_rejected_fraction': 1.0}); returns seconds."""
   examples = standard_artifacts.Examples()
   examples.uri = output_dir
   exec_properties = {
@@ -44,6 +46,9 @@ def run_executor(executor_class, input_base: str, output_dir: str) -> float:
       'output_data_format': example_gen_pb2.FORMAT_TF_EXAMPLE,
       'output_file_format': example_gen_pb2.FORMAT_TFRECORDS_GZIP,
   }
+  if custom_config:
+    exec_properties['custom_config'] = proto_utils.proto_to_json(
+        csv_example_gen.custom_config_proto(custom_config))
   start = time.time()
   executor_class().Do({}, {'examples': [examples]}, exec_properties)
   return time.time() - start
@@ -68,7 +73,7 @@ def main() -> int:
   args = parser.parse_args()
   work = args.work or tempfile.mkdtemp(prefix='compare_examplegen_')
   seconds, outputs = {}, {}
-  for name, executor in (('stock', stock.Executor), ('fast', fast_csv.Executor)):
+  for name, executor in (('stock', stock.Executor), ('fast', csv_example_gen.Executor)):
     outputs[name] = os.path.join(work, name)
     shutil.rmtree(outputs[name], ignore_errors=True)
     seconds[name] = run_executor(executor, args.data_dir, outputs[name])

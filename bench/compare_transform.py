@@ -23,7 +23,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from pipeline import config, metadata  # noqa: E402
+from modules import constants  # noqa: E402
+from modules import features as keys  # noqa: E402
+from pipeline import settings  # noqa: E402
+from pipeline.artifacts import metadata  # noqa: E402
 
 Decoded = Dict[int, Tuple]
 
@@ -32,11 +35,11 @@ def run_to_transform(data_dir: str, output_dir: str, executor: str) -> float:
   """One partial run (ExampleGen..Transform) in a fresh process; Transform's seconds."""
   env = dict(os.environ, COCO_DATA_ROOT=data_dir, COCO_OUTPUT_DIR=output_dir,
              COCO_RUN_TO='Transform', COCO_TRANSFORM=executor)
-  result = subprocess.run([sys.executable, os.path.join(config.PROJECT_DIR, 'local_runner.py')],
-                          env=env, capture_output=True, text=True, cwd=config.PROJECT_DIR)
+  result = subprocess.run([sys.executable, os.path.join(settings.PROJECT_DIR, 'local_runner.py')],
+                          env=env, capture_output=True, text=True, cwd=settings.PROJECT_DIR)
   if result.returncode != 0:
     raise RuntimeError(f'{executor} run failed:\n{result.stdout}\n{result.stderr}')
-  store = metadata.open_store(config.local_metadata_path(config.local_pipeline_root(output_dir)))
+  store = metadata.open_store(settings.Settings.from_env({'COCO_OUTPUT_DIR': output_dir}).run.metadata_file)
   return [r.seconds for r in metadata.component_runs(store) if r.component == 'Transform'][0]
 
 
@@ -44,10 +47,10 @@ def transform_outputs(pipeline_root: str) -> Tuple[bytes, Dict[str, Decoded]]:
   """The latest run's Transform vocabulary file and transformed examples per
   split, each example decoded to sorted (feature, values) pairs."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  store = metadata.open_store(config.local_metadata_path(pipeline_root))
+  store = metadata.open_store(os.path.join(pipeline_root, 'metadata.db'))
   outputs = metadata.run_outputs(store)['Transform']
   with open(os.path.join(outputs['transform_graph'], 'transform_fn', 'assets',
-                         config.VOCAB_NAME), 'rb') as f:
+                         constants.VOCAB_NAME), 'rb') as f:
     vocabulary = f.read()
   examples_uri = outputs['transformed_examples']
   splits = {}
@@ -56,7 +59,7 @@ def transform_outputs(pipeline_root: str) -> Tuple[bytes, Dict[str, Decoded]]:
     files = sorted(glob.glob(os.path.join(split_dir, '*')))
     for record in tf.data.TFRecordDataset(files, compression_type='GZIP').as_numpy_iterator():
       features = tf.train.Example.FromString(record).features.feature
-      key = features[config.TRANSFORMED_CAPTION_ID_KEY].int64_list.value[0]
+      key = features[keys.TRANSFORMED_CAPTION_ID_KEY].int64_list.value[0]
       if key in decoded:
         raise ValueError(f'{split_dir}: caption id {key} appears twice')
       decoded[key] = tuple(
@@ -93,7 +96,7 @@ def main() -> int:
     out = os.path.join(work, executor)
     shutil.rmtree(out, ignore_errors=True)
     seconds[executor] = run_to_transform(os.path.abspath(args.data_dir), out, executor)
-    outputs[executor] = transform_outputs(config.local_pipeline_root(out))
+    outputs[executor] = transform_outputs(settings.Settings.from_env({'COCO_OUTPUT_DIR': out}).run.pipeline_root)
   for split, decoded in outputs['stock'][1].items():
     print(f'{split}: {len(decoded)} stock, {len(outputs["fast"][1].get(split, {}))} fast')
   print(f'Transform seconds: stock {seconds["stock"]:.1f}, fast {seconds["fast"]:.1f}')

@@ -1,4 +1,4 @@
-"""Counts and throughput of the image stage (pipeline/images.py) on this machine.
+"""Counts and throughput of the image stage (pipeline/images/) on this machine.
 
     .venv/bin/python bench/images.py [--copies K] [--size N]
 
@@ -7,7 +7,7 @@
    by reason, from the standalone command's summary.json.
 2. Throughput: the same images with every license allowed, the caption rows
    repeated K times with fresh image and caption ids (default 10: 1,590 images,
-   ~8k captions), through `python -m pipeline.images` in a fresh process per
+   ~8k captions), through `python -m pipeline.tools.images` in a fresh process per
    Beam mode (in_memory, multi_processing x2). Images/s = images kept / seconds
    of the Beam run (imports and process start excluded; also given with them).
    The image files are read from the page cache after the first pass: this
@@ -34,12 +34,16 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import warnings  # noqa: E402
 warnings.filterwarnings('ignore')
 
-from pipeline import config, images, ingest  # noqa: E402
+from modules import constants  # noqa: E402
+from pipeline import settings  # noqa: E402
+from pipeline.artifacts import files  # noqa: E402
+from pipeline.images import records  # noqa: E402
+from pipeline.tools import ingest  # noqa: E402
 
-COCO_MINI = os.path.join(config.PROJECT_DIR, '..', 'shared', 'data', 'coco-mini')
+COCO_MINI = os.path.join(settings.PROJECT_DIR, '..', 'shared', 'data', 'coco-mini')
 WORK = os.path.join(HERE, 'work', 'images')
 SPLITS = ('train2017', 'val2017')
-LOCATION = os.path.join(COCO_MINI, config.IMAGE_FOLDER_PLACEHOLDER)
+LOCATION = os.path.join(COCO_MINI, settings.IMAGE_FOLDER_PLACEHOLDER)
 
 
 def prepare_captions() -> str:
@@ -75,18 +79,18 @@ def licenses_in(captions: str):
 
 
 def run_stage(captions: str, output: str, size: int, env_extra: dict) -> dict:
-  """`python -m pipeline.images` in a fresh process; its summary.json plus wall time."""
+  """`python -m pipeline.tools.images` in a fresh process; its summary.json plus wall time."""
   shutil.rmtree(output, ignore_errors=True)
   env = dict(os.environ, **env_extra)
   start = time.time()
   result = subprocess.run(
-      [sys.executable, '-m', 'pipeline.images', '--captions', captions, '--images', LOCATION,
-       '--output', output, '--size', str(size)],
-      env=env, capture_output=True, text=True, cwd=config.PROJECT_DIR)
+      [sys.executable, '-m', 'pipeline.tools.images', '--captions', captions,
+       '--images', LOCATION, '--output', output, '--size', str(size)],
+      env=env, capture_output=True, text=True, cwd=settings.PROJECT_DIR)
   wall = time.time() - start
   if result.returncode != 0:
     raise RuntimeError(f'stage failed:\n{result.stdout}\n{result.stderr[-3000:]}')
-  with open(os.path.join(output, config.IMAGE_SUMMARY_NAME)) as f:
+  with open(files.image_summary_path(output)) as f:
     summary = json.load(f)
   summary['wall'] = wall
   summary['stdout'] = result.stdout.strip().splitlines()[0]
@@ -96,10 +100,10 @@ def run_stage(captions: str, output: str, size: int, env_extra: dict) -> dict:
 def loop_reference(size: int) -> dict:
   """Read + decode + resize + encode of every coco-mini image, no Beam."""
   paths = sorted(glob.glob(os.path.join(COCO_MINI, 'val2017', '*.jpg')))
-  images.resize_image(open(paths[0], 'rb').read(), size)  # warm up TensorFlow
+  records.resize_image(open(paths[0], 'rb').read(), size)  # warm up TensorFlow
   start = time.time()
   for path in paths:
-    images.resize_image(images.read_image_bytes(path, 10.0), size)
+    records.resize_image(records.read_image_bytes(path, records.HTTP_TIMEOUT_SECONDS), size)
   seconds = time.time() - start
   return {'images': len(paths), 'seconds': seconds}
 
@@ -107,7 +111,7 @@ def loop_reference(size: int) -> dict:
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--copies', type=int, default=10)
-  parser.add_argument('--size', type=int, default=config.IMAGE_SIZE)
+  parser.add_argument('--size', type=int, default=constants.IMAGE_SIZE)
   args = parser.parse_args()
   if not os.path.isdir(COCO_MINI):
     print(f'{COCO_MINI} is absent', file=sys.stderr)
@@ -154,7 +158,7 @@ def main() -> int:
       f'| kept | {counts["kept_captions"]} | {counts["kept_images"]} |',
       f'| filtered by license | {counts["filtered_license_captions"]} | |',
   ] + [f'| failed: {r} | {counts["failed_captions"][r]} | {counts["failed_images"][r]} |'
-       for r in config.FAILURE_REASONS] + [
+       for r in records.FAILURE_REASONS] + [
       '',
       f'## Throughput ({args.size}x{args.size} JPEG out, every license allowed, '
       f'rows x{args.copies})',

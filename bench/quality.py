@@ -26,9 +26,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # this process only reads ML
 import warnings  # noqa: E402
 warnings.filterwarnings('ignore')
 
-from pipeline import config, ingest, metadata  # noqa: E402
+from pipeline import settings  # noqa: E402
+from pipeline.artifacts import metadata  # noqa: E402
+from pipeline.tools import ingest  # noqa: E402
 
-VAL2017 = os.path.join(config.PROJECT_DIR, '..', 'shared', 'data', 'coco', 'captions_val2017.json')
+VAL2017 = os.path.join(settings.PROJECT_DIR, '..', 'shared', 'data', 'coco', 'captions_val2017.json')
 WORK = os.path.join(HERE, 'work', 'quality')
 RATIO_BAR = 0.7
 TRAINER_SECONDS_BAR = 180
@@ -40,7 +42,7 @@ def run_pipeline(data_root: str, output_dir: str) -> float:
   for name in ('COCO_TRAIN_STEPS', 'COCO_STEPS_PER_EPOCH', 'COCO_BATCH_SIZE'):
     env.pop(name, None)  # default training settings, whatever the caller's shell says
   start = time.time()
-  subprocess.run([sys.executable, os.path.join(config.PROJECT_DIR, 'local_runner.py')],
+  subprocess.run([sys.executable, os.path.join(settings.PROJECT_DIR, 'local_runner.py')],
                  env=env, check=True)
   return time.time() - start
 
@@ -84,8 +86,8 @@ def main() -> int:
   print(f'ingested {count} captions')
   wall = run_pipeline(data_root, os.path.join(WORK, 'output'))
 
-  root = config.local_pipeline_root(os.path.join(WORK, 'output'))
-  store = metadata.open_store(config.local_metadata_path(root))
+  root = settings.Settings.from_env({'COCO_OUTPUT_DIR': os.path.join(WORK, 'output')}).run.pipeline_root
+  store = metadata.open_store(os.path.join(root, 'metadata.db'))
   trainer = [r for r in metadata.component_runs(store) if r.component == 'Trainer'][0]
   with open(os.path.join(metadata.latest_model_uri(store), 'metrics.json')) as f:
     metrics = json.load(f)

@@ -55,12 +55,15 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # the harness only reads ML 
 import warnings  # noqa: E402
 warnings.filterwarnings('ignore')
 
-from pipeline import config, ingest, metadata  # noqa: E402
+from modules import features  # noqa: E402
+from pipeline import settings  # noqa: E402
+from pipeline.artifacts import metadata  # noqa: E402
+from pipeline.tools import ingest  # noqa: E402
 
-VAL2017 = os.path.join(config.PROJECT_DIR, '..', 'shared', 'data', 'coco', 'captions_val2017.json')
+VAL2017 = os.path.join(settings.PROJECT_DIR, '..', 'shared', 'data', 'coco', 'captions_val2017.json')
 WORK = os.path.join(HERE, 'work', 'perf')
 RESULTS = os.path.join(HERE, 'results')
-LOCAL_RUNNER = os.path.join(config.PROJECT_DIR, 'local_runner.py')
+LOCAL_RUNNER = os.path.join(settings.PROJECT_DIR, 'local_runner.py')
 
 COPIES = 16                 # 400k = 25k x 16
 ID_STRIDE = 10_000_000      # copy k: id + k * stride, image_id + k * stride
@@ -277,7 +280,7 @@ def run_measured(cmd: List[str], env: Dict[str, str], log_dir: str,
   out_path, err_path = os.path.join(log_dir, 'stdout.txt'), os.path.join(log_dir, 'stderr.txt')
   with open(out_path, 'wb') as out, open(err_path, 'wb') as err:
     started = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, cwd=config.PROJECT_DIR,
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, cwd=settings.PROJECT_DIR,
                             start_new_session=True)
     timer = threading.Timer(timeout, _kill_group, (proc.pid,))
     timer.start()
@@ -314,9 +317,10 @@ def code_fingerprint() -> str:
   """Hash of the code a run executes. Taken before every scenario: if someone
   edits the pipeline while the benchmark runs, results mix versions (and the
   'cached' rerun legitimately re-runs components), so the report says so."""
-  paths = sorted(glob.glob(os.path.join(config.PROJECT_DIR, 'pipeline', '*.py'))
-                 + glob.glob(os.path.join(config.PROJECT_DIR, 'modules', '*.py'))
-                 + [os.path.join(config.PROJECT_DIR, 'local_runner.py')])
+  paths = sorted(glob.glob(os.path.join(settings.PROJECT_DIR, 'pipeline', '**', '*.py'),
+                           recursive=True)
+                 + glob.glob(os.path.join(settings.PROJECT_DIR, 'modules', '*.py'))
+                 + [os.path.join(settings.PROJECT_DIR, 'local_runner.py')])
   digest = hashlib.sha256()
   for path in paths:
     digest.update(path.encode())
@@ -328,12 +332,12 @@ def code_fingerprint() -> str:
 def git_version() -> str:
   """HEAD and whether the work tree differs from it, for the report header."""
   try:
-    head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=config.PROJECT_DIR,
+    head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=settings.PROJECT_DIR,
                           capture_output=True, text=True, check=True).stdout.strip()
     # (bench/results is what this run writes, not code it ran)
     dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--', '.',
                             ':!bench/results'],
-                           cwd=config.PROJECT_DIR, capture_output=True, text=True).stdout.strip()
+                           cwd=settings.PROJECT_DIR, capture_output=True, text=True).stdout.strip()
     return head + (' + uncommitted changes' if dirty else '')
   except (OSError, subprocess.CalledProcessError):
     return 'unknown'
@@ -432,7 +436,7 @@ def scenario_env(scenario: Scenario, data_root: str, output_dir: str,
                  profile: Profile) -> Dict[str, str]:
   """The child's environment: the caller's, minus every COCO_* override (the
   benchmark measures the defaults), plus the scenario's settings."""
-  env = {k: v for k, v in CALLER_ENV.items() if not k.startswith(config.ENV_PREFIX)}
+  env = {k: v for k, v in CALLER_ENV.items() if not k.startswith(settings.ENV_PREFIX)}
   coco = {'COCO_DATA_ROOT': data_root, 'COCO_OUTPUT_DIR': output_dir,
           'COCO_BEAM_MODE': scenario.beam_mode}
   if scenario.beam_workers:
@@ -481,14 +485,14 @@ def run_pipeline_scenario(scenario: Scenario, dataset: Dataset, profile: Profile
     shutil.rmtree(output_dir, ignore_errors=True)
   result.output_dir = output_dir
   env = scenario_env(scenario, dataset.root(scenario.layout), output_dir, profile)
-  result.env = {k: v for k, v in env.items() if k.startswith(config.ENV_PREFIX)}
+  result.env = {k: v for k, v in env.items() if k.startswith(settings.ENV_PREFIX)}
   log_dir = os.path.join(WORK, profile.name, 'logs', scenario.key.replace('@', '-'))
   m = run_measured(command(scenario), env, log_dir)
   result.wall, result.peak_rss, result.ru_maxrss, result.workers = (
       m.wall, m.peak_rss, m.ru_maxrss, m.workers)
   result.executor = reported_executor(os.path.join(log_dir, 'stdout.txt'))
   try:
-    store = metadata.open_store(config.local_metadata_path(config.local_pipeline_root(output_dir)))
+    store = metadata.open_store(settings.Settings.from_env({'COCO_OUTPUT_DIR': output_dir}).run.metadata_file)
     result.components = metadata.component_runs(store)
   except Exception as error:  # pylint: disable=broad-except
     result.error = f'no ML Metadata: {error}'
@@ -520,7 +524,7 @@ def run_pyarrow(scenario: Scenario, dataset: Dataset) -> Result:
       table = pa_csv.read_csv(path, parse_options=pa_csv.ParseOptions(newlines_in_values=True))
       parsed = time.time()
       tokens = 0
-      for caption in table.column(config.CAPTION_KEY).to_pylist():
+      for caption in table.column(features.CAPTION_KEY).to_pylist():
         tokens += len(_SEPARATORS.sub(' ', _APOSTROPHES.sub('', caption.lower())).split())
       result.wall = time.time() - started
     result.components = [
@@ -742,7 +746,7 @@ def scenario_section(r: Result) -> List[str]:
 
 def render_markdown(results: List[Result], found: List[Check], profile: Profile,
                     datasets: Dict[str, Dataset], started: float, load: Sequence[float]) -> str:
-  eg_default = config.EXAMPLEGEN_EXECUTOR
+  eg_default = settings.DataSettings().example_gen
   lines = [
       f'# Performance benchmark ({datetime.datetime.now():%Y-%m-%d %H:%M}, {profile.name})', '',
       f'Command: `.venv/bin/python bench/run.py{" --quick" if profile.name == "quick" else ""}` '

@@ -13,9 +13,9 @@ import math
 from collections import Counter, defaultdict
 from typing import Dict, Iterator, Sequence, Tuple
 
-from pipeline import config
+from modules import constants
 
-BOUNDARY = config.BOUNDARY_ID
+BOUNDARY = constants.BOUNDARY_ID
 Seqs = Sequence[Sequence[int]]
 
 

@@ -6,5 +6,5 @@ imported from the installed `modules` package (see README), which makes it
 import the same way in every process, Beam workers included.
 """
 
-from modules.model import run_fn  # noqa: F401  (Trainer entry point)
+from modules.trainer import run_fn  # noqa: F401  (Trainer entry point)
 from modules.preprocessing import preprocessing_fn  # noqa: F401  (Transform entry point)

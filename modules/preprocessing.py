@@ -3,7 +3,7 @@
 `clean_captions` is the one home of the text cleaning: written in TensorFlow
 string ops so the same code runs inside the transform graph (and therefore in
 the exported model) and can be called on batches from any Beam stage
-(`clean_caption_texts`, used by the image stage in pipeline/images.py).
+(`clean_caption_texts`, used by the image stage in pipeline/images/).
 `decode_and_resize` is likewise the one home of image decoding, shared by
 that stage and `preprocessing_fn`.
 """
@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from pipeline import config
+from modules import constants, features
 
 # Apostrophes are deleted rather than split on, so "man's" stays one token.
 _APOSTROPHES = "['\u2019]"
@@ -93,7 +93,7 @@ def preprocessing_fn(inputs: Dict[str, Any],
                      ) -> Dict[str, tf.Tensor]:
   """Raw caption rows -> fixed-length token ids plus a full-pass length feature.
 
-  Outputs (names in `pipeline.config`):
+  Outputs (names in `modules.features`):
     token_ids:    int64 [MAX_TOKENS]; vocabulary ids shifted by FIRST_WORD_ID,
                   the OOV bucket after them, PAD_ID after the caption's end.
     num_tokens:   int64; tokens kept after truncation (the model's target count).
@@ -104,32 +104,32 @@ def preprocessing_fn(inputs: Dict[str, Any],
                   raw examples carry images (ImageExampleGen's output).
   """
   custom_config = custom_config or {}
-  vocab_size = custom_config.get('vocab_size', config.VOCAB_SIZE)
-  max_tokens = custom_config.get('max_tokens', config.MAX_TOKENS)
+  vocab_size = custom_config.get('vocab_size', constants.VOCAB_SIZE)
+  max_tokens = custom_config.get('max_tokens', constants.MAX_TOKENS)
 
-  captions = _dense_column(inputs[config.CAPTION_KEY], default='')
+  captions = _dense_column(inputs[features.CAPTION_KEY], default='')
   tokens = tokenize(captions)
   word_ids = tft.compute_and_apply_vocabulary(
       tokens,
       top_k=vocab_size,
-      num_oov_buckets=config.NUM_OOV_BUCKETS,
-      vocab_filename=config.VOCAB_NAME)
-  kept = word_ids[:, :max_tokens] + config.FIRST_WORD_ID
+      num_oov_buckets=constants.NUM_OOV_BUCKETS,
+      vocab_filename=constants.VOCAB_NAME)
+  kept = word_ids[:, :max_tokens] + constants.FIRST_WORD_ID
   token_ids = kept.to_tensor(
-      default_value=config.PAD_ID, shape=[None, max_tokens])
+      default_value=constants.PAD_ID, shape=[None, max_tokens])
 
   full_length = tf.cast(tokens.row_lengths(), tf.float32)
   outputs = {
-      config.TOKEN_IDS_KEY: token_ids,
-      config.NUM_TOKENS_KEY: kept.row_lengths(),
-      config.LENGTH_RATIO_KEY: full_length / tft.mean(full_length),
-      config.TRANSFORMED_IMAGE_ID_KEY: _dense_column(
-          inputs[config.IMAGE_ID_KEY], default=tf.constant(-1, tf.int64)),
-      config.TRANSFORMED_CAPTION_ID_KEY: _dense_column(
-          inputs[config.CAPTION_ID_KEY], default=tf.constant(-1, tf.int64)),
+      features.TOKEN_IDS_KEY: token_ids,
+      features.NUM_TOKENS_KEY: kept.row_lengths(),
+      features.LENGTH_RATIO_KEY: full_length / tft.mean(full_length),
+      features.TRANSFORMED_IMAGE_ID_KEY: _dense_column(
+          inputs[features.IMAGE_ID_KEY], default=tf.constant(-1, tf.int64)),
+      features.TRANSFORMED_CAPTION_ID_KEY: _dense_column(
+          inputs[features.CAPTION_ID_KEY], default=tf.constant(-1, tf.int64)),
   }
-  if config.IMAGE_KEY in inputs:
-    outputs[config.TRANSFORMED_IMAGE_KEY] = normalized_images(
-        _dense_column(inputs[config.IMAGE_KEY], default=''),
-        custom_config.get('image_size', config.IMAGE_SIZE))
+  if features.IMAGE_KEY in inputs:
+    outputs[features.TRANSFORMED_IMAGE_KEY] = normalized_images(
+        _dense_column(inputs[features.IMAGE_KEY], default=''),
+        custom_config.get('image_size', constants.IMAGE_SIZE))
   return outputs

@@ -1,20 +1,29 @@
 """The TFX pipeline: CsvExampleGen (-> ImageExampleGen) -> StatisticsGen -> SchemaGen ->
 ExampleValidator, Transform -> Trainer.
 
-Reads top to bottom like the DAG it builds. Runners (local, Kubeflow/Vertex)
-call `create_pipeline` with their own metadata and Beam settings; nothing
-here knows which orchestrator runs it.
+`create_pipeline` reads top to bottom like the DAG it builds and takes plain
+values; nothing here reads the environment or knows which orchestrator runs
+it. `local_pipeline` and `kubeflow_pipeline` are the two ways the runners
+configure it from a `Settings` object: local paths and a module file, or
+gs:// roots and the code in the component image.
 """
 
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ml_metadata.proto import metadata_store_pb2
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
-from pipeline import config, fast_csv, fast_transform
-from pipeline.images_component import ImageExampleGen
+from modules import constants, features
+from pipeline import settings as settings_lib
+from pipeline.beam_args import beam_pipeline_args
+from pipeline.components import csv_example_gen, transform_executor
+from pipeline.components.image_example_gen import ImageExampleGen
+
+# Split by image so the captions of one image never straddle train and eval.
+SPLIT_FEATURE = features.IMAGE_ID_KEY
+SPLIT_BUCKETS = {'train': 2, 'eval': 1}
 
 
 def example_gen_output_config() -> tfx.proto.Output:
@@ -23,8 +32,8 @@ def example_gen_output_config() -> tfx.proto.Output:
   return tfx.proto.Output(
       split_config=tfx.proto.SplitConfig(
           splits=[tfx.proto.SplitConfig.Split(name=name, hash_buckets=buckets)
-                  for name, buckets in config.SPLIT_BUCKETS.items()],
-          partition_feature_name=config.SPLIT_FEATURE))
+                  for name, buckets in SPLIT_BUCKETS.items()],
+          partition_feature_name=SPLIT_FEATURE))
 
 
 def statistics_options() -> tfdv.StatsOptions:
@@ -34,21 +43,26 @@ def statistics_options() -> tfdv.StatsOptions:
   return tfdv.StatsOptions(use_sketch_based_topk_uniques=True)
 
 
-def use_example_gen_executor(example_gen: tfx.components.CsvExampleGen, name: str) -> None:
-  """CsvExampleGen's executor: TFX's own ('stock') or the pyarrow one ('fast',
-  pipeline/fast_csv.py; same outputs, proven equal in tests and bench).
-  CsvExampleGen takes no custom_executor_spec argument, hence the attribute."""
-  if name == 'fast':
-    example_gen.executor_spec = executor_spec.BeamExecutorSpec(fast_csv.Executor)
-  elif name != 'stock':
-    raise ValueError(f'unknown ExampleGen executor {name!r}; choose fast or stock')
+def example_gen(data_root: str, executor: str, max_rejected: float, max_tokens: int):
+  """CsvExampleGen: with the checking pyarrow executor ('fast',
+  pipeline/components/csv_example_gen.py; same outputs as TFX's, proven in
+  tests and bench) or TFX's own ('stock', without the input checks)."""
+  if executor == 'fast':
+    return csv_example_gen.CsvExampleGen(input_base=data_root,
+                                         output_config=example_gen_output_config(),
+                                         max_rejected=max_rejected, max_tokens=max_tokens)
+  if executor == 'stock':
+    return tfx.components.CsvExampleGen(input_base=data_root,
+                                        output_config=example_gen_output_config())
+  raise ValueError(f'unknown ExampleGen executor {executor!r}; choose fast or stock')
 
 
 def use_transform_executor(transform: tfx.components.Transform, name: str) -> None:
   """Transform's executor: TFX's own ('stock') or the same with batched
-  TFRecord reading and writing ('fast', pipeline/fast_transform.py)."""
+  TFRecord reading and writing ('fast', pipeline/components/transform_executor.py).
+  Transform takes no custom_executor_spec argument, hence the attribute."""
   if name == 'fast':
-    transform.executor_spec = executor_spec.BeamExecutorSpec(fast_transform.Executor)
+    transform.executor_spec = executor_spec.BeamExecutorSpec(transform_executor.Executor)
   elif name != 'stock':
     raise ValueError(f'unknown Transform executor {name!r}; choose fast or stock')
 
@@ -61,18 +75,21 @@ def create_pipeline(
     module_file: Optional[str] = None,
     preprocessing_fn: Optional[str] = None,
     run_fn: Optional[str] = None,
-    train_steps: int = config.TRAIN_STEPS,
-    eval_steps: Optional[int] = config.EVAL_STEPS,
-    transform_config: Optional[dict] = None,
-    trainer_config: Optional[dict] = None,
+    train_steps: int = constants.TRAIN_STEPS,
+    eval_steps: Optional[int] = constants.EVAL_STEPS,
+    transform_config: Optional[Dict[str, Any]] = None,
+    trainer_config: Optional[Dict[str, Any]] = None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
     beam_pipeline_args: Optional[List[str]] = None,
-    example_gen_executor: Optional[str] = None,
-    transform_executor: Optional[str] = None,
-    images: Optional[bool] = None,
+    example_gen_executor: str = 'fast',
+    transform_executor: str = 'fast',
+    max_rejected: float = csv_example_gen.DEFAULT_MAX_REJECTED,
+    images: bool = False,
     image_location: Optional[str] = None,
-    image_size: Optional[int] = None,
+    image_size: int = constants.IMAGE_SIZE,
+    image_licenses: Sequence[str] = settings_lib.ALLOWED_LICENSES,
+    image_http_timeout: float = 10.0,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline.
 
@@ -81,9 +98,8 @@ def create_pipeline(
   names `preprocessing_fn` / `run_fn` of the installed package (what a
   component image uses on Kubeflow/Vertex, where no local file exists).
 
-  `images` (default: `COCO_IMAGES`) adds ImageExampleGen after CsvExampleGen:
-  its image-caption Examples, read from `image_location` (default
-  `COCO_IMAGE_DIR`) at `image_size` (default `COCO_IMAGE_SIZE`), are what
+  `images` adds ImageExampleGen after CsvExampleGen: its image-caption
+  Examples, read from `image_location` at `image_size`, are what
   StatisticsGen, Transform and the rest see; the split stays CsvExampleGen's.
   """
   if module_file and not (preprocessing_fn or run_fn):
@@ -93,23 +109,21 @@ def create_pipeline(
     trainer_code = {'run_fn': run_fn}
   else:
     raise ValueError('Give either module_file, or both preprocessing_fn and run_fn.')
+  transform_config = dict(transform_config or {'vocab_size': constants.VOCAB_SIZE,
+                                               'max_tokens': constants.MAX_TOKENS})
 
-  example_gen = tfx.components.CsvExampleGen(
-      input_base=data_root, output_config=example_gen_output_config())
-  use_example_gen_executor(example_gen, example_gen_executor or config.example_gen_executor())
-  examples = example_gen.outputs['examples']
-  transform_config = dict(transform_config or config.transform_config())
+  csv_gen = example_gen(data_root, example_gen_executor, max_rejected,
+                        transform_config['max_tokens'])
+  examples = csv_gen.outputs['examples']
 
   image_gen = None
-  images = config.images_enabled() if images is None else images
   if images:
-    image_size = image_size or config.image_size()
     image_gen = ImageExampleGen(
         captions=examples,
-        image_location=image_location or config.image_location(),
+        image_location=image_location,
         image_size=image_size,
-        allowed_licenses=config.allowed_licenses(),
-        http_timeout=config.image_http_timeout())
+        allowed_licenses=image_licenses,
+        http_timeout=image_http_timeout)
     examples = image_gen.outputs['examples']
     transform_config['image_size'] = image_size   # preprocessing_fn's image tensor
 
@@ -132,7 +146,7 @@ def create_pipeline(
       custom_config=transform_config,
       disable_statistics=True,
       **transform_code)
-  use_transform_executor(transform, transform_executor or config.transform_executor())
+  use_transform_executor(transform, transform_executor)
 
   trainer = tfx.components.Trainer(
       examples=transform.outputs['transformed_examples'],
@@ -140,15 +154,64 @@ def create_pipeline(
       schema=schema_gen.outputs['schema'],
       train_args=tfx.proto.TrainArgs(num_steps=train_steps),
       eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
-      custom_config=trainer_config or config.trainer_config(),
+      custom_config=trainer_config or dict(constants.TRAINER_DEFAULTS),
       **trainer_code)
 
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
-      components=[c for c in (example_gen, image_gen, statistics_gen, schema_gen,
+      components=[c for c in (csv_gen, image_gen, statistics_gen, schema_gen,
                               example_validator, transform, trainer) if c is not None],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],
   )
+
+
+def _common_args(settings: settings_lib.Settings) -> Dict[str, Any]:
+  """What a local and a Kubeflow run configure the same way."""
+  return dict(
+      train_steps=settings.trainer.train_steps,
+      eval_steps=settings.trainer.eval_steps,
+      transform_config=settings.data.transform_config(),
+      trainer_config=settings.trainer.trainer_config(),
+      example_gen_executor=settings.data.example_gen,
+      transform_executor=settings.data.transform,
+      max_rejected=settings.data.max_rejected,
+      images=settings.images.enabled,
+      image_size=settings.images.size,
+      image_licenses=settings.images.licenses,
+      image_http_timeout=settings.images.http_timeout,
+  )
+
+
+def local_pipeline(settings: settings_lib.Settings) -> tfx.dsl.Pipeline:
+  """The pipeline as LocalDagRunner runs it: local paths, SQLite ML Metadata,
+  the module file (so the cache follows the code), Beam per COCO_BEAM_MODE."""
+  from pipeline.artifacts import metadata  # pylint: disable=g-import-not-at-top
+  return create_pipeline(
+      pipeline_name=settings_lib.PIPELINE_NAME,
+      pipeline_root=settings.run.pipeline_root,
+      data_root=settings.run.data_root,
+      module_file=settings_lib.MODULE_FILE,
+      metadata_connection_config=metadata.connection_config(settings.run.metadata_file),
+      enable_cache=settings.run.cache,
+      beam_pipeline_args=beam_pipeline_args(settings.beam, settings.gcp),
+      image_location=settings.images.location,
+      **_common_args(settings))
+
+
+def kubeflow_pipeline(settings: settings_lib.Settings) -> tfx.dsl.Pipeline:
+  """The pipeline as it runs on Kubeflow/Vertex: gs:// roots, the code from the
+  component image by dotted name (a module file would be wheeled and copied
+  to the pipeline root at compile time), Dataflow Beam args by default."""
+  gcp = settings.gcp
+  return create_pipeline(
+      pipeline_name=settings_lib.PIPELINE_NAME,
+      pipeline_root=gcp.pipeline_root(),
+      data_root=gcp.data_root(),
+      preprocessing_fn=settings_lib.PREPROCESSING_FN,
+      run_fn=settings_lib.RUN_FN,
+      beam_pipeline_args=beam_pipeline_args(settings.beam, gcp, gcp.kfp_beam_mode),
+      image_location=gcp.image_location() if settings.images.enabled else None,
+      **_common_args(settings))

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from pipeline import config  # noqa: E402
+from modules import features  # noqa: E402  (first: sets TF_USE_LEGACY_KERAS)
+from pipeline.settings import PROJECT_DIR, Settings  # noqa: E402
 
-SHARED_DATA = os.path.abspath(os.path.join(config.PROJECT_DIR, '..', 'shared', 'data'))
+SHARED_DATA = os.path.abspath(os.path.join(PROJECT_DIR, '..', 'shared', 'data'))
 VAL2017 = os.path.join(SHARED_DATA, 'coco', 'captions_val2017.json')
 # Few steps: the e2e tests check wiring, caching and export, not quality
 # (bench/quality.py measures that on the full val2017 captions).
@@ -34,17 +34,22 @@ def csv_rows(data_root: str) -> list:
   for path in sorted(glob.glob(os.path.join(data_root, '*'))):
     with open(path, newline='', encoding='utf-8') as f:
       records = list(csv.reader(f))
-    if records and config.CAPTION_KEY not in records[0]:
-      records.insert(0, list(config.CSV_COLUMNS))
+    if records and features.CAPTION_KEY not in records[0]:
+      records.insert(0, list(features.RAW_COLUMNS))
     rows += [dict(zip(records[0], r)) for r in records[1:]]
   return rows
 
 
 def run_local(env, timeout: int = 900) -> subprocess.CompletedProcess:
   """Runs local_runner.py in a fresh process, as a user would."""
-  return subprocess.run([sys.executable, os.path.join(config.PROJECT_DIR, 'local_runner.py')],
+  return subprocess.run([sys.executable, os.path.join(PROJECT_DIR, 'local_runner.py')],
                         env=env, capture_output=True, text=True, timeout=timeout,
-                        cwd=config.PROJECT_DIR)
+                        cwd=PROJECT_DIR)
+
+
+def settings_of(env) -> Settings:
+  """The settings a run with this environment sees (its paths, its data)."""
+  return Settings.from_env(env)
 
 
 class PipelineRun:
@@ -52,11 +57,13 @@ class PipelineRun:
 
   def __init__(self, output_dir: str):
     self.output_dir = output_dir
-    self.pipeline_root = config.local_pipeline_root(output_dir)
-    self.metadata_path = config.local_metadata_path(self.pipeline_root)
     self.env = dict(os.environ, COCO_OUTPUT_DIR=output_dir, COCO_IMAGES='0',
                     COCO_TRAIN_STEPS=str(E2E_TRAIN_STEPS), COCO_STEPS_PER_EPOCH='30',
                     COCO_REPORT='1')  # the HTML report too (tests/test_report.py)
+    settings = settings_of(self.env)
+    self.pipeline_root = settings.run.pipeline_root
+    self.metadata_path = settings.run.metadata_file
+    self.data_root = settings.run.data_root
     self.first = run_local(self.env)
     self.second = run_local(self.env) if self.first.returncode == 0 else None
 
@@ -71,3 +78,9 @@ def pipeline_run(tmp_path_factory) -> PipelineRun:
   run = PipelineRun(str(tmp_path_factory.mktemp('e2e')))
   run.check()
   return run
+
+
+DATA_ROOT = Settings().run.data_root        # the shipped sample, data/captions
+# The default DAG's nodes, in order (tests/test_pipeline.py checks the pipeline builds these).
+COMPONENTS = ['CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform',
+              'Trainer']

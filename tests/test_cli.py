@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from pipeline import config, metadata
+from pipeline.artifacts import metadata
+from pipeline import settings
+from tests.conftest import COMPONENTS
 
 pytestmark = pytest.mark.slow
 TFX = os.path.join(os.path.dirname(sys.executable), 'tfx')
@@ -14,7 +16,7 @@ TFX = os.path.join(os.path.dirname(sys.executable), 'tfx')
 
 def tfx_cli(args, env):
   return subprocess.run([TFX, *args], capture_output=True, text=True, env=env,
-                        cwd=config.PROJECT_DIR, timeout=900)
+                        cwd=settings.PROJECT_DIR, timeout=900)
 
 
 def test_pipeline_create_and_run_create_local(pipeline_run, tmp_path):
@@ -26,15 +28,15 @@ def test_pipeline_create_and_run_create_local(pipeline_run, tmp_path):
   created = tfx_cli(['pipeline', 'create', '--engine', 'local',
                      '--pipeline_path', 'local_runner.py'], env)
   assert created.returncode == 0, created.stdout + created.stderr
-  assert f'Pipeline "{config.PIPELINE_NAME}" created successfully' in created.stdout
-  assert os.path.isdir(tmp_path / 'local_home' / config.PIPELINE_NAME)
+  assert f'Pipeline "{settings.PIPELINE_NAME}" created successfully' in created.stdout
+  assert os.path.isdir(tmp_path / 'local_home' / settings.PIPELINE_NAME)
 
   store = metadata.open_store(pipeline_run.metadata_path)
   runs_before = len(metadata.run_ids(store))
-  ran = tfx_cli(['run', 'create', '--engine', 'local', '--pipeline_name', config.PIPELINE_NAME], env)
+  ran = tfx_cli(['run', 'create', '--engine', 'local', '--pipeline_name', settings.PIPELINE_NAME], env)
   assert ran.returncode == 0, ran.stdout + ran.stderr
   store = metadata.open_store(pipeline_run.metadata_path)
   assert len(metadata.run_ids(store)) == runs_before + 1
   states = {r.component: r.state for r in metadata.component_runs(store)}
-  assert set(states) == set(config.COMPONENTS)
+  assert set(states) == set(COMPONENTS)
   assert set(states.values()) == {'CACHED'}

@@ -22,8 +22,11 @@ from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
 
 from bench.run import TreeSampler
 from modules.preprocessing import tokenize
-from pipeline import config, ingest, metadata
+from pipeline.tools import ingest
+from pipeline.artifacts import metadata
 from tests.conftest import csv_rows, run_local
+from modules import constants, features
+from tests.conftest import settings_of, DATA_ROOT
 
 pytestmark = pytest.mark.slow
 VOCAB_SIZE = 300
@@ -32,7 +35,7 @@ SHARDS = 3
 
 def reshard(src_dir: str, dst_dir: str, shards: int) -> int:
   """Deals the rows of every CSV in src_dir round-robin into `shards` files."""
-  rows = [[int(r['image_id']), int(r['id'])] + [r[c] for c in config.CSV_COLUMNS[2:]]
+  rows = [[int(r['image_id']), int(r['id'])] + [r[c] for c in features.RAW_COLUMNS[2:]]
           for r in csv_rows(src_dir)]
   os.makedirs(dst_dir)
   outs = [open(p, 'w', newline='', encoding='utf-8')
@@ -54,8 +57,7 @@ class Outputs:
   """What a finished run produced, read through its ML Metadata."""
 
   def __init__(self, output_dir: str):
-    root = config.local_pipeline_root(output_dir)
-    self.store = metadata.open_store(config.local_metadata_path(root))
+    self.store = metadata.open_store(settings_of({'COCO_OUTPUT_DIR': output_dir}).run.metadata_file)
 
   def uri(self, type_name: str, producer: str) -> str:
     uris = [a.uri for a in self.store.get_artifacts_by_type(type_name) if f'/{producer}/' in a.uri]
@@ -64,7 +66,7 @@ class Outputs:
 
   def vocabulary(self) -> bytes:
     path = os.path.join(self.uri('TransformGraph', 'Transform'), 'transform_fn', 'assets',
-                        config.VOCAB_NAME)
+                        constants.VOCAB_NAME)
     with open(path, 'rb') as f:
       return f.read()
 
@@ -89,7 +91,7 @@ class Outputs:
 @pytest.fixture(scope='module')
 def sharded_data(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('sharded') / 'data')
-  count = reshard(config.data_root(), data_dir, SHARDS)
+  count = reshard(DATA_ROOT, data_dir, SHARDS)
   assert len(os.listdir(data_dir)) == SHARDS
   return data_dir, count
 

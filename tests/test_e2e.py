@@ -10,11 +10,11 @@ import textwrap
 import pytest
 import tensorflow as tf
 
-from pipeline import config, metadata
-from tests.conftest import csv_rows
+from modules import features
+from pipeline.artifacts import metadata
+from tests.conftest import COMPONENTS, DATA_ROOT, csv_rows
 
 pytestmark = pytest.mark.slow
-COMPONENTS = list(config.COMPONENTS)
 
 
 def read_examples(uri, split):
@@ -51,7 +51,7 @@ def test_console_shows_one_line_per_component_and_a_summary(pipeline_run):
 
 
 def test_every_csv_row_becomes_one_example_split_by_image(pipeline_run):
-  rows = csv_rows(config.data_root())
+  rows = csv_rows(DATA_ROOT)
   store = metadata.open_store(pipeline_run.metadata_path)
   (artifact,) = [a for a in store.get_artifacts_by_type('Examples') if '/CsvExampleGen/' in a.uri]
   uri = artifact.uri
@@ -124,14 +124,14 @@ def test_exported_model_scores_real_caption_better_than_shuffled(pipeline_run, t
 
 def test_score_command_defaults_to_newest_local_model(pipeline_run):
   result = subprocess.run(
-      [sys.executable, '-m', 'pipeline.score', 'A dog on a couch.'],
+      [sys.executable, '-m', 'pipeline.tools.score', 'A dog on a couch.'],
       input='', capture_output=True, text=True, timeout=300,
       env=dict(os.environ, COCO_OUTPUT_DIR=pipeline_run.output_dir))
   assert result.returncode == 0, result.stderr
   ppl, loglik, caption = result.stdout.strip().split('\t')
   assert caption == 'A dog on a couch.' and float(ppl) > 1 and float(loglik) < 0
   piped = subprocess.run(
-      [sys.executable, '-m', 'pipeline.score'], input='a cat\nthe the the\n',
+      [sys.executable, '-m', 'pipeline.tools.score'], input='a cat\nthe the the\n',
       capture_output=True, text=True, timeout=300,
       env=dict(os.environ, COCO_OUTPUT_DIR=pipeline_run.output_dir))
   assert [line.split('\t')[2] for line in piped.stdout.strip().splitlines()] == ['a cat', 'the the the']

@@ -1,4 +1,5 @@
-"""The image stage (pipeline/images.py), its component, and images in the pipeline.
+"""The image stage (pipeline/images/, pipeline/tools/images.py), its component,
+and images in the pipeline.
 
 Unit tests of the pure functions first; then the stage on the real COCO images
 of ../shared/data/coco-mini (skipped with the reason when absent): counts,
@@ -11,6 +12,7 @@ import csv
 import glob
 import http.server
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -22,9 +24,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from modules import constants, features
 from modules.preprocessing import clean_caption_texts, clean_captions
-from pipeline import config, images, ingest, metadata
-from tests.conftest import E2E_TRAIN_STEPS, SHARED_DATA, run_local
+from pipeline import settings
+from pipeline.artifacts import files, metadata
+from pipeline.csv_input.checks import CsvFormatError
+from pipeline.images import records, transforms
+from pipeline.settings import Settings, SettingsError
+from pipeline.tools import images as images_tool
+from pipeline.tools import ingest
+from tests.conftest import COMPONENTS, E2E_TRAIN_STEPS, SHARED_DATA, run_local, settings_of
 
 COCO_MINI = os.path.join(SHARED_DATA, 'coco-mini')
 SPLITS = ('train2017', 'val2017')
@@ -73,9 +82,9 @@ def feature(example, key):
 
 
 def dead_letter(directory: str):
-  with open(images.dead_letter_path(directory), newline='', encoding='utf-8') as f:
+  with open(files.dead_letter_path(directory), newline='', encoding='utf-8') as f:
     reader = csv.DictReader(f)
-    assert tuple(reader.fieldnames) == images.DEAD_LETTER_COLUMNS
+    assert tuple(reader.fieldnames) == records.DEAD_LETTER_COLUMNS
     return list(reader)
 
 
@@ -86,50 +95,48 @@ def png_bytes(height: int, width: int, channels: int = 3) -> bytes:
 
 # ------------------------------------------------------------------ pure functions
 def test_license_filter_keeps_only_the_allowed_names():
-  allowed = config.ALLOWED_LICENSES
+  allowed = settings.ALLOWED_LICENSES
   assert allowed == ('Attribution License', 'No known copyright restrictions')
-  assert images.license_allowed({'license': 'Attribution License'}, allowed)
-  assert images.license_allowed({'license': 'No known copyright restrictions'}, allowed)
+  assert records.license_allowed({'license': 'Attribution License'}, allowed)
+  assert records.license_allowed({'license': 'No known copyright restrictions'}, allowed)
   for name in ('Attribution-NonCommercial License', 'attribution license', '', None):
-    assert not images.license_allowed({'license': name}, allowed), name
+    assert not records.license_allowed({'license': name}, allowed), name
 
 
-def test_allowed_licenses_and_images_switch_from_the_environment(monkeypatch):
-  monkeypatch.delenv('COCO_IMAGES', raising=False)
-  monkeypatch.delenv('COCO_IMAGE_LICENSES', raising=False)
-  assert not config.images_enabled()
-  assert config.components() == config.COMPONENTS
-  monkeypatch.setenv('COCO_IMAGES', '1')
-  assert config.images_enabled()
-  order = config.components()
-  assert order[:2] == ('CsvExampleGen', config.IMAGE_COMPONENT)
-  assert order[2:] == config.COMPONENTS[1:]
-  monkeypatch.setenv('COCO_IMAGES', 'maybe')
-  with pytest.raises(ValueError, match='COCO_IMAGES'):
-    config.images_enabled()
-  monkeypatch.setenv('COCO_IMAGE_LICENSES', 'Attribution License, Attribution-ShareAlike License')
-  assert config.allowed_licenses() == ('Attribution License', 'Attribution-ShareAlike License')
+def test_images_switch_and_allowed_licenses_from_the_settings():
+  default = Settings.from_env({}).images
+  assert not default.enabled and default.location is None
+  assert default.licenses == settings.ALLOWED_LICENSES
+  assert default.size == constants.IMAGE_SIZE
+  assert default.http_timeout == records.HTTP_TIMEOUT_SECONDS == 10.0
+  assert Settings.from_env({'COCO_IMAGES': '1'}).images.enabled
+  assert not Settings.from_env({'COCO_IMAGES': '0'}).images.enabled
+  with pytest.raises(SettingsError, match="COCO_IMAGES='maybe'"):
+    Settings.from_env({'COCO_IMAGES': 'maybe'})
+  licenses = Settings.from_env(
+      {'COCO_IMAGE_LICENSES': 'Attribution License, Attribution-ShareAlike License'}).images
+  assert licenses.licenses == ('Attribution License', 'Attribution-ShareAlike License')
 
 
 def test_image_source_directory_folder_placeholder_gcs_and_url():
   row = {'url': 'http://images.cocodataset.org/val2017/000000000139.jpg',
          'file_name': '000000000139.jpg'}
-  assert images.url_folder(row['url']) == 'val2017'
-  assert images.image_source(row, '/data/val2017') == '/data/val2017/000000000139.jpg'
-  assert images.image_source(row, '/coco/{folder}') == '/coco/val2017/000000000139.jpg'
-  assert images.image_source(row, 'gs://b/coco/{folder}') == 'gs://b/coco/val2017/000000000139.jpg'
-  assert images.image_source(row, 'url') == row['url']
+  assert records.url_folder(row['url']) == 'val2017'
+  assert records.image_source(row, '/data/val2017') == '/data/val2017/000000000139.jpg'
+  assert records.image_source(row, '/coco/{folder}') == '/coco/val2017/000000000139.jpg'
+  assert records.image_source(row, 'gs://b/coco/{folder}') == 'gs://b/coco/val2017/000000000139.jpg'
+  assert records.image_source(row, 'url') == row['url']
   for broken, location in (({'url': '', 'file_name': 'x.jpg'}, 'url'),
                            ({'url': row['url'], 'file_name': ''}, '/data'),
                            ({'url': '', 'file_name': 'x.jpg'}, '/coco/{folder}')):
-    with pytest.raises(images.ImageFailure) as failure:
-      images.image_source(broken, location)
+    with pytest.raises(records.ImageFailure) as failure:
+      records.image_source(broken, location)
     assert failure.value.reason == 'missing'
 
 
 def test_resize_gives_the_configured_square_rgb_jpeg_from_any_format():
   for data in (png_bytes(30, 70), png_bytes(90, 20, channels=1), png_bytes(10, 10, channels=4)):
-    out = images.resize_image(data, SIZE)
+    out = records.resize_image(data, SIZE)
     decoded = tf.io.decode_jpeg(out)
     assert decoded.shape == (SIZE, SIZE, 3)
 
@@ -138,7 +145,7 @@ def test_resize_keeps_the_picture():
   """A left-to-right ramp stays a left-to-right ramp (same content, not just a size)."""
   ramp = np.tile(np.linspace(0, 255, 200).astype(np.uint8), (100, 1))
   data = tf.io.encode_png(np.stack([ramp] * 3, axis=-1)).numpy()
-  decoded = tf.io.decode_jpeg(images.resize_image(data, SIZE)).numpy().astype(float)
+  decoded = tf.io.decode_jpeg(records.resize_image(data, SIZE)).numpy().astype(float)
   columns = decoded.mean(axis=(0, 2))
   assert columns[0] < 20 and columns[-1] > 235
   assert np.all(np.diff(columns) > -3)
@@ -146,8 +153,8 @@ def test_resize_keeps_the_picture():
 
 @pytest.mark.parametrize('data', [b'', b'not an image at all', b'\xff\xd8\xff\xe0' + b'\0' * 64])
 def test_undecodable_bytes_are_corrupt(data):
-  with pytest.raises(images.ImageFailure) as failure:
-    images.resize_image(data, SIZE)
+  with pytest.raises(records.ImageFailure) as failure:
+    records.resize_image(data, SIZE)
   assert failure.value.reason == 'corrupt'
   assert '{{' not in failure.value.detail and '[Op:' not in failure.value.detail
 
@@ -155,12 +162,12 @@ def test_undecodable_bytes_are_corrupt(data):
 def test_read_image_bytes_missing_and_unreadable(tmp_path):
   path = tmp_path / 'a.jpg'
   path.write_bytes(b'abc')
-  assert images.read_image_bytes(str(path), 1.0) == b'abc'
-  with pytest.raises(images.ImageFailure) as missing:
-    images.read_image_bytes(str(tmp_path / 'nope.jpg'), 1.0)
+  assert records.read_image_bytes(str(path), 1.0) == b'abc'
+  with pytest.raises(records.ImageFailure) as missing:
+    records.read_image_bytes(str(tmp_path / 'nope.jpg'), 1.0)
   assert missing.value.reason == 'missing'
-  with pytest.raises(images.ImageFailure) as unreadable:   # a directory exists but is no file
-    images.read_image_bytes(str(tmp_path), 1.0)
+  with pytest.raises(records.ImageFailure) as unreadable:   # a directory exists but is no file
+    records.read_image_bytes(str(tmp_path), 1.0)
   assert unreadable.value.reason == 'read_error'
 
 
@@ -173,27 +180,68 @@ def test_caption_cleaning_is_the_transform_function_on_a_batch():
   assert clean_caption_texts([]) == []
 
 
-def test_bad_caption_rows_name_the_file_row_and_field(tmp_path):
+def test_bad_caption_rows_name_the_file_line_and_column(tmp_path):
+  """The stage reads captions with the ExampleGen executor's reader and checks;
+  run alone it has no dead letter for bad rows, so a rejected row stops it."""
+  path = str(tmp_path / 'c.csv')
+  data = (b'image_id,id,caption,url,file_name,license\n'
+          b'1,10,"ok",u,f.jpg,Attribution License\n'
+          b'x1,11,"bad",u,f.jpg,Attribution License\n')
+  rows = transforms.caption_file_rows(path, data)
+  assert next(rows) == {'image_id': 1, 'id': 10, 'caption': 'ok', 'url': 'u',
+                        'file_name': 'f.jpg', 'license': 'Attribution License'}
+  with pytest.raises(records.CaptionFormatError,
+                     match=r"c\.csv:3: column 'image_id': 'x1' is not an integer"):
+    next(rows)
+  with pytest.raises(CsvFormatError, match="c\\.csv:1: required column 'caption' is missing"):
+    list(transforms.caption_file_rows(path, b'image_id,id,url\n1,2,u\n'))
+
+
+def test_caption_rows_without_image_columns_are_read_and_their_images_missing(tmp_path):
+  """url, file_name and license are not required columns: such rows are read
+  (ids as integers) and their images are missing, as for empty values."""
+  (row,) = transforms.caption_file_rows(str(tmp_path / 'c.csv'),
+                                        b'image_id,id,caption\n1,2,three\n')
+  assert row == {'image_id': 1, 'id': 2, 'caption': 'three', 'url': '', 'file_name': '',
+                 'license': ''}
+  for location in ('/data', 'url'):
+    with pytest.raises(records.ImageFailure) as failure:
+      records.image_source(row, location)
+    assert failure.value.reason == 'missing'
+
+
+def test_caption_file_repairs_are_logged_and_the_rows_kept(tmp_path, caplog):
+  """A file without its header row (as the Beam docs' example) and one with a
+  byte-order mark are read as the ExampleGen executor reads them."""
+  caplog.set_level(logging.INFO, logger='coco_captions.images')
+  path = str(tmp_path / 'c.csv')
+  (row,) = transforms.caption_file_rows(path, b'7,70,"A dog.",u,f.jpg,Attribution License\n')
+  assert (row['image_id'], row['id'], row['license']) == (7, 70, 'Attribution License')
+  (row,) = transforms.caption_file_rows(path, b'\xef\xbb\xbfimage_id,id,caption\n1,2,three\n')
+  assert (row['image_id'], row['id']) == (1, 2)
+  logged = [r.getMessage() for r in caplog.records if r.name == 'coco_captions.images']
+  assert len(logged) == 2 and all(m.startswith(f'{path}:1:') for m in logged)
+  assert 'no header row' in logged[0] and 'byte-order mark' in logged[1]
+
+
+def test_a_rejected_caption_row_stops_the_command_with_exit_2(tmp_path, capsys):
   path = tmp_path / 'c.csv'
   path.write_text('image_id,id,caption,url,file_name,license\n'
                   '1,10,"ok",u,f.jpg,Attribution License\n'
-                  'x1,11,"bad",u,f.jpg,Attribution License\n')
-  rows = images.csv_rows(open(path, newline=''), str(path))
-  assert next(rows)['image_id'] == 1
-  with pytest.raises(images.CaptionFormatError, match=r"c\.csv: row 2 .*'image_id'.*'x1'"):
-    next(rows)
-  path.write_text('image_id,id,caption\n1,2,three\n')
-  with pytest.raises(images.CaptionFormatError, match="no column 'url', 'file_name', 'license'"):
-    list(images.csv_rows(open(path, newline=''), str(path)))
+                  '2,11,"",u,f.jpg,Attribution License\n')
+  assert images_tool.main(['--captions', str(path), '--images', str(tmp_path),
+                           '--output', str(tmp_path / 'out'), '--size', str(SIZE)],
+                          settings=Settings.from_env({})) == 2
+  assert f"error: {path}:3: column 'caption': empty caption" in capsys.readouterr().err
 
 
 def test_summary_line_counts_every_reason():
-  counts = images.summary_counts({'kept_captions': 7, 'kept_images': 2,
-                                  'filtered_license_captions': 4, 'failed_missing_captions': 5,
-                                  'failed_missing_images': 1, 'failed_timeout_captions': 3,
-                                  'failed_timeout_images': 1})
+  counts = records.summary_counts({'kept_captions': 7, 'kept_images': 2,
+                                   'filtered_license_captions': 4, 'failed_missing_captions': 5,
+                                   'failed_missing_images': 1, 'failed_timeout_captions': 3,
+                                   'failed_timeout_images': 1})
   assert counts['failed_captions']['corrupt'] == 0
-  assert images.summary_line(counts) == (
+  assert records.summary_line(counts) == (
       'images: kept 7 captions of 2 images; filtered by license 4 captions; '
       'failed 8 captions of 2 images (missing 5, timeout 3)')
 
@@ -209,12 +257,12 @@ def test_preprocessing_fn_adds_a_normalised_image_tensor():
           {'image_id': [2], 'id': [2], 'caption': [b'a cat'], 'image': [png_bytes(20, 30)]},
           {'image_id': [3], 'id': [3], 'caption': [b'no image'], 'image': [b'']}]
   out, _ = analyze_and_transform(rows, spec, {'vocab_size': 5, 'max_tokens': 4, 'image_size': 8})
-  pixels = [np.asarray(r[config.TRANSFORMED_IMAGE_KEY]) for r in out]
+  pixels = [np.asarray(r[features.TRANSFORMED_IMAGE_KEY]) for r in out]
   assert all(p.shape == (8, 8, 3) and p.dtype == np.float32 for p in pixels)
   assert np.allclose(pixels[0], 1.0, atol=0.01)
   assert 0.0 <= pixels[1].min() < pixels[1].max() <= 1.0
   assert np.all(pixels[2] == 0.0)
-  assert [r[config.NUM_TOKENS_KEY] for r in out] == [2, 2, 2]
+  assert [r[features.NUM_TOKENS_KEY] for r in out] == [2, 2, 2]
 
 
 # ------------------------------------------------------------------ the stage on coco-mini
@@ -225,8 +273,10 @@ def mini_run(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('images')
   captions = ingest_coco_mini(str(tmp / 'captions'))
   output = str(tmp / 'out')
-  counts = images.run(captions, os.path.join(COCO_MINI, config.IMAGE_FOLDER_PLACEHOLDER), output,
-                      size=SIZE, beam_args=['--runner=DirectRunner'])
+  counts = transforms.run(captions, os.path.join(COCO_MINI, settings.IMAGE_FOLDER_PLACEHOLDER),
+                          output, size=SIZE, allowed_licenses=settings.ALLOWED_LICENSES,
+                          http_timeout=records.HTTP_TIMEOUT_SECONDS,
+                          beam_args=['--runner=DirectRunner'])
   return {'captions': captions, 'output': output, 'counts': counts,
           'rows': read_csv_rows(captions),
           'examples': read_tfrecords(os.path.join(output, 'images-*.tfrecord.gz'))}
@@ -234,7 +284,7 @@ def mini_run(tmp_path_factory):
 
 def expected_kept(rows, image_dir_of):
   """Caption ids whose license is allowed and whose image file exists."""
-  return {int(r['id']) for r in rows if r['license'] in config.ALLOWED_LICENSES
+  return {int(r['id']) for r in rows if r['license'] in settings.ALLOWED_LICENSES
           and os.path.isfile(os.path.join(image_dir_of(r), r['file_name']))}
 
 
@@ -248,11 +298,11 @@ def test_output_is_every_allowed_caption_whose_image_exists(mini_run):
   assert counts['kept_captions'] == len(kept)
   assert counts['kept_images'] == len({int(r['image_id']) for r in rows if int(r['id']) in kept})
   assert counts['filtered_license_captions'] == sum(
-      r['license'] not in config.ALLOWED_LICENSES for r in rows)
+      r['license'] not in settings.ALLOWED_LICENSES for r in rows)
   assert sum(counts['failed_captions'].values()) == 0
   assert dead_letter(mini_run['output']) == []
-  with open(os.path.join(mini_run['output'], config.IMAGE_SUMMARY_NAME)) as f:
-    assert json.load(f)['summary'] == images.summary_line(counts)
+  with open(os.path.join(mini_run['output'], files.IMAGE_SUMMARY_FILE)) as f:
+    assert json.load(f)['summary'] == records.summary_line(counts)
 
 
 def test_every_output_image_decodes_to_the_configured_size(mini_run):
@@ -268,7 +318,7 @@ def test_records_carry_their_own_image_and_cleaned_caption(mini_run):
   by_id = {int(r['id']): r for r in mini_run['rows']}
   originals = {}
   for row in by_id.values():
-    if row['license'] in config.ALLOWED_LICENSES:
+    if row['license'] in settings.ALLOWED_LICENSES:
       path = os.path.join(COCO_MINI, row['folder'], row['file_name'])
       with open(path, 'rb') as f:
         image = tf.io.decode_jpeg(f.read(), channels=3)
@@ -300,16 +350,16 @@ def test_corrupt_and_missing_images_land_in_the_dead_letter(tmp_path, capsys):
   shutil.copytree(os.path.join(COCO_MINI, 'val2017'), image_dir)
   for path in image_dir.iterdir():
     path.chmod(0o644)   # the shared copy is read-only
-  allowed = sorted({r['file_name'] for r in rows if r['license'] in config.ALLOWED_LICENSES})
+  allowed = sorted({r['file_name'] for r in rows if r['license'] in settings.ALLOWED_LICENSES})
   assert len(allowed) >= 3
   corrupt, missing = allowed[0], allowed[1]
   (image_dir / corrupt).write_bytes(b'\xff\xd8\xff\xe0 these bytes are not a JPEG')
   (image_dir / missing).unlink()
   output = tmp_path / 'out'
 
-  assert images.main(['--captions', os.path.join(captions, 'val2017.csv'),
-                      '--images', str(image_dir), '--output', str(output), '--format', 'avro',
-                      '--size', str(SIZE)]) == 0
+  assert images_tool.main(['--captions', os.path.join(captions, 'val2017.csv'),
+                           '--images', str(image_dir), '--output', str(output),
+                           '--format', 'avro', '--size', str(SIZE)]) == 0
 
   ids_of = lambda name: {int(r['id']) for r in rows if r['file_name'] == name}
   dead = dead_letter(str(output))
@@ -320,18 +370,18 @@ def test_corrupt_and_missing_images_land_in_the_dead_letter(tmp_path, capsys):
     assert d['detail']
 
   import fastavro
-  records = []
+  avro_records = []
   for path in sorted(glob.glob(str(output / 'images-*.avro'))):
     with open(path, 'rb') as f:
       reader = fastavro.reader(f)
       assert [field['name'] for field in reader.writer_schema['fields']] == ['id', 'caption',
                                                                              'image']
-      records += list(reader)
-  kept = {r['id'] for r in records}
-  allowed_ids = {int(r['id']) for r in rows if r['license'] in config.ALLOWED_LICENSES}
+      avro_records += list(reader)
+  kept = {r['id'] for r in avro_records}
+  allowed_ids = {int(r['id']) for r in rows if r['license'] in settings.ALLOWED_LICENSES}
   assert kept | {int(d['id']) for d in dead} == allowed_ids   # nothing else lost
   assert not kept & {int(d['id']) for d in dead}
-  assert all(tf.io.decode_jpeg(r['image']).shape == (SIZE, SIZE, 3) for r in records)
+  assert all(tf.io.decode_jpeg(r['image']).shape == (SIZE, SIZE, 3) for r in avro_records)
 
   out = capsys.readouterr().out
   summary = out.splitlines()[0]
@@ -391,8 +441,9 @@ def test_url_images_http_errors_and_timeouts_are_dead_lettered(tmp_path, image_s
         [4, 41, 'Not ours.', f'{image_server}/ok/ok.jpg', 'ok.jpg', 'Attribution-NonCommercial License'],
     ], [f])
   output = str(tmp_path / 'out')
-  counts = images.run(str(path), 'url', output, size=SIZE, http_timeout=0.5,
-                      beam_args=['--runner=DirectRunner'])
+  counts = transforms.run(str(path), 'url', output, size=SIZE,
+                          allowed_licenses=settings.ALLOWED_LICENSES, http_timeout=0.5,
+                          beam_args=['--runner=DirectRunner'])
   examples = read_tfrecords(os.path.join(output, 'images-*.tfrecord.gz'))
   assert sorted(feature(e, 'id') for e in examples) == [11, 12]
   assert {feature(e, 'caption') for e in examples} == {b'a photo', b'the same photo'}
@@ -400,7 +451,7 @@ def test_url_images_http_errors_and_timeouts_are_dead_lettered(tmp_path, image_s
   assert dead == {21: ('http_error', 'HTTP 404 Not Found'),
                   31: ('timeout', 'no answer within 0.5s')}
   assert counts['kept_images'] == 1 and counts['filtered_license_captions'] == 1
-  assert counts['failed_images'] == dict.fromkeys(config.FAILURE_REASONS, 0) | {
+  assert counts['failed_images'] == dict.fromkeys(records.FAILURE_REASONS, 0) | {
       'http_error': 1, 'timeout': 1}
 
 
@@ -419,7 +470,7 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
     for path in (image_root / split).iterdir():
       path.chmod(0o644)
   allowed = lambda split: sorted({r['file_name'] for r in rows if r['folder'] == split
-                                  and r['license'] in config.ALLOWED_LICENSES})
+                                  and r['license'] in settings.ALLOWED_LICENSES})
   corrupt, missing = image_root / 'val2017' / allowed('val2017')[0], \
       image_root / 'train2017' / allowed('train2017')[0]
   corrupt.write_bytes(corrupt.read_bytes()[:2000])   # a truncated JPEG
@@ -433,10 +484,12 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
   result = run_local(env)
   assert result.returncode == 0, result.stdout + result.stderr[-5000:]
 
-  pipeline_root = config.local_pipeline_root(output_dir)
-  store = metadata.open_store(config.local_metadata_path(pipeline_root))
+  run_settings = settings_of(env).run
+  pipeline_root = run_settings.pipeline_root
+  store = metadata.open_store(run_settings.metadata_file)
   runs = metadata.component_runs(store)
-  assert [r.component for r in runs] == list(config.components(images=True))
+  # tests/test_pipeline.py checks the pipeline builds this order
+  assert [r.component for r in runs] == COMPONENTS[:1] + ['ImageExampleGen'] + COMPONENTS[1:]
   assert {r.state for r in runs} == {'COMPLETE'}
 
   ids_of = lambda path: {int(r['id']) for r in rows if r['folder'] == path.parent.name
@@ -457,7 +510,7 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
       found[feature(example, 'id')] = example
   assert set(found) == kept
   side = tf.io.decode_jpeg(feature(next(iter(found.values())), 'image')).shape
-  assert side == (config.IMAGE_SIZE, config.IMAGE_SIZE, 3)
+  assert side == (constants.IMAGE_SIZE, constants.IMAGE_SIZE, 3)
 
   (report,) = store.get_artifacts_by_type('coco.ImageDeadLetter')
   properties = {k: v.int_value or v.string_value for k, v in report.custom_properties.items()}
@@ -473,12 +526,13 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
   assert 'name: "image"' in open(schema_path[0]).read()
   transformed = read_tfrecords(os.path.join(
       pipeline_root, 'Transform', 'transformed_examples', '*', 'Split-eval', '*'))
-  pixels = np.array(transformed[0].features.feature[config.TRANSFORMED_IMAGE_KEY].float_list.value)
-  assert pixels.size == config.IMAGE_SIZE ** 2 * 3 and 0 <= pixels.min() < pixels.max() <= 1
+  pixels = np.array(
+      transformed[0].features.feature[features.TRANSFORMED_IMAGE_KEY].float_list.value)
+  assert pixels.size == constants.IMAGE_SIZE ** 2 * 3 and 0 <= pixels.min() < pixels.max() <= 1
 
   model_dir = os.path.join(metadata.latest_model_uri(store), 'Format-Serving')
   scored = subprocess.run(
-      [sys.executable, '-m', 'pipeline.score', '--model', model_dir, 'A dog on a couch.'],
+      [sys.executable, '-m', 'pipeline.tools.score', '--model', model_dir, 'A dog on a couch.'],
       capture_output=True, text=True, timeout=300, env=env)
   assert scored.returncode == 0, scored.stderr[-3000:]
   ppl, loglik, caption = scored.stdout.strip().split('\t')
@@ -486,8 +540,9 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
 
 
 def test_avro_records_follow_the_schema_and_refuse_ids_it_cannot_hold():
-  record = {config.CAPTION_ID_KEY: 2**31 - 1, config.CAPTION_KEY: 'a dog', config.IMAGE_KEY: b'jpg'}
-  assert images.avro_record(record) == {'id': 2**31 - 1, 'caption': 'a dog', 'image': b'jpg'}
-  assert [f['type'] for f in images.AVRO_SCHEMA['fields']] == ['int', 'string', 'bytes']
+  record = {features.CAPTION_ID_KEY: 2**31 - 1, features.CAPTION_KEY: 'a dog',
+            features.IMAGE_KEY: b'jpg'}
+  assert records.avro_record(record) == {'id': 2**31 - 1, 'caption': 'a dog', 'image': b'jpg'}
+  assert [f['type'] for f in records.AVRO_SCHEMA['fields']] == ['int', 'string', 'bytes']
   with pytest.raises(ValueError, match="caption id 2147483648 does not fit"):
-    images.avro_record({**record, config.CAPTION_ID_KEY: 2**31})
+    records.avro_record({**record, features.CAPTION_ID_KEY: 2**31})

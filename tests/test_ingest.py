@@ -13,8 +13,9 @@ from apache_beam.testing.util import assert_that, equal_to
 import pytest
 from tfx.components.example_gen.csv_example_gen.executor import _CsvToExample
 
-from pipeline import config, ingest
+from pipeline.tools import ingest
 from tests.conftest import VAL2017, shared_file
+from modules import features
 
 TRICKY = [
     'A man, a plan, a canal',
@@ -57,7 +58,7 @@ def test_roundtrip_keeps_text_intact_and_maps_licenses(annotations_json, tmp_pat
   out = str(tmp_path / 'out.csv')
   assert ingest.ingest(annotations_json, out) == len(TRICKY)
   rows = read_csv(out)
-  assert tuple(rows[0]) == config.CSV_COLUMNS
+  assert tuple(rows[0]) == features.RAW_COLUMNS
   assert [r[2] for r in rows[1:]] == TRICKY
   assert [(r[0], r[1]) for r in rows[1:3]] == [('42', '100'), ('7', '101')]
   assert rows[1][3:] == ['http://x/42.jpg', '42.jpg', 'Attribution License']
@@ -110,7 +111,7 @@ def test_shards_split_rows_and_each_has_a_header(annotations_json, tmp_path):
   files = sorted(os.listdir(tmp_path / 'sharded'))
   assert files == [f'captions-0000{i}-of-00004.csv' for i in range(4)]
   shards = [read_csv(str(tmp_path / 'sharded' / f)) for f in files]
-  assert all(tuple(rows[0]) == config.CSV_COLUMNS for rows in shards)
+  assert all(tuple(rows[0]) == features.RAW_COLUMNS for rows in shards)
   assert sorted(r[2] for rows in shards for r in rows[1:]) == sorted(TRICKY)
 
 

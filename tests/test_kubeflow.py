@@ -22,11 +22,12 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipeline import beam, config, submit
+from pipeline import beam_args, settings
+from pipeline.tools import submit
 
 PYTHON = sys.executable
 VENV_BIN = os.path.dirname(sys.executable)
-RUNNER = os.path.join(config.PROJECT_DIR, 'kubeflow_runner.py')
+RUNNER = os.path.join(settings.PROJECT_DIR, 'kubeflow_runner.py')
 
 PROJECT = 'test-proj'
 REGION = 'europe-west4'
@@ -71,6 +72,12 @@ NETWORK_GUARD = textwrap.dedent('''
     socket.getaddrinfo = lambda *a, **k: _refuse('getaddrinfo', *a[:2])
     socket.gethostbyname = lambda *a: _refuse('gethostbyname', *a)
 ''')
+
+
+def dataflow_args() -> list:
+  """The Dataflow arguments the current environment's settings give."""
+  current = settings.Settings.from_env()
+  return beam_args.beam_pipeline_args(current.beam, current.gcp, 'dataflow')
 
 
 def clean_env(**extra) -> dict:
@@ -152,7 +159,7 @@ def test_compiling_contacts_nothing(compiled, tmp_path):
 def test_yaml_is_a_kfp_pipeline_spec_with_every_task_and_edge(compiled):
   spec = pipeline_spec_pb2.PipelineSpec()
   json_format.ParseDict(spec_dict(compiled), spec)  # strict: unknown fields fail
-  assert spec.pipeline_info.name == config.PIPELINE_NAME
+  assert spec.pipeline_info.name == settings.PIPELINE_NAME
   tasks = spec.root.dag.tasks
   assert set(tasks) == set(EDGES)
   for name, upstream in EDGES.items():
@@ -167,7 +174,7 @@ def test_json_is_a_vertex_pipeline_job_with_the_gcs_pipeline_root(compiled):
   job = pipeline_spec_pb2.PipelineJob()
   json_format.ParseDict(raw, job)
   assert job.runtime_config.gcs_output_directory == f'{GCS_ROOT}/pipeline_root'
-  assert job.display_name == config.PIPELINE_NAME
+  assert job.display_name == settings.PIPELINE_NAME
   # Its pipelineSpec is the same IR as the YAML: one source of truth.
   inner = pipeline_spec_pb2.PipelineSpec()
   json_format.ParseDict(raw['pipelineSpec'], inner)
@@ -190,7 +197,7 @@ def test_beam_components_get_the_dataflow_args(compiled, monkeypatch):
     monkeypatch.delenv(name, raising=False)
   for name, value in GCP_ENV.items():
     monkeypatch.setenv(name, value)
-  expected = beam.beam_pipeline_args('dataflow')
+  expected = dataflow_args()
   spec = spec_dict(compiled)
   for task in BEAM_TASKS:
     args = executor_of(spec, task)['args']
@@ -215,7 +222,7 @@ def test_input_and_user_code_for_the_cluster(compiled):
 def referenced_functions(spec: dict):
   """The dotted user functions and our executor classes the compiled spec
   names (the component image must provide each)."""
-  executors = sorted(set(re.findall(r'pipeline\.[a-z_]+\.Executor', json.dumps(spec))))
+  executors = sorted(set(re.findall(r'pipeline\.[a-z_.]+\.Executor', json.dumps(spec))))
   return [parameter(spec, 'Transform', 'preprocessing_fn'),
           parameter(spec, 'Trainer', 'run_fn')] + executors
 
@@ -252,7 +259,7 @@ def test_images_on_compiles_image_example_gen_into_the_dag(compiled_images, monk
   assert parameter(compiled_images, 'ImageExampleGen', 'image_location') == (
       f'{GCS_ROOT}/images/{{folder}}')
   assert json.loads(parameter(compiled_images, 'ImageExampleGen', 'allowed_licenses')) == list(
-      config.ALLOWED_LICENSES)
+      settings.ALLOWED_LICENSES)
   container = executor_of(compiled_images, 'ImageExampleGen')
   assert container['image'] == IMAGE
   class_path = container['args'][container['args'].index('--executor_class_path') + 1]
@@ -262,13 +269,14 @@ def test_images_on_compiles_image_example_gen_into_the_dag(compiled_images, monk
     monkeypatch.delenv(name, raising=False)
   for name, value in GCP_ENV.items():
     monkeypatch.setenv(name, value)
-  expected = beam.beam_pipeline_args('dataflow')
+  expected = dataflow_args()
   assert container['args'][-len(expected):] == expected
 
 
 def test_functions_named_by_the_spec_import_and_are_callable(compiled):
   names = referenced_functions(spec_dict(compiled))
-  assert names[2:] == ['pipeline.fast_csv.Executor', 'pipeline.fast_transform.Executor']
+  assert names[2:] == ['pipeline.components.csv_example_gen.Executor',
+                       'pipeline.components.transform_executor.Executor']
   for dotted in names:
     module_name, _, attr = dotted.rpartition('.')
     assert callable(getattr(importlib.import_module(module_name), attr)), dotted
@@ -373,7 +381,7 @@ def test_submit_vertex_creates_and_submits_a_pipeline_job(gcp_env, fakes, tmp_pa
                       '--service-account', 'sa@p.iam.gserviceaccount.com']) == 0
   (init_name, init), (submit_name, submitted) = fakes.calls
   assert (init_name, submit_name) == ('PipelineJob', 'submit')
-  assert init == dict(display_name=config.PIPELINE_NAME, template_path=str(package),
+  assert init == dict(display_name=settings.PIPELINE_NAME, template_path=str(package),
                       job_id='coco-1', pipeline_root=f'{GCS_ROOT}/pipeline_root',
                       project=PROJECT, location=REGION)
   assert submitted == {'service_account': 'sa@p.iam.gserviceaccount.com'}
@@ -391,7 +399,7 @@ def test_submit_kfp_sends_the_yaml_with_the_pipeline_root(gcp_env, fakes, capsys
   assert run_name == 'create_run_from_pipeline_package'
   assert run['arguments'] == {} and run['pipeline_root'] == f'{GCS_ROOT}/pipeline_root'
   assert run['experiment_name'] == 'exp'
-  assert re.fullmatch(rf'{config.PIPELINE_NAME}-\d{{8}}-\d{{6}}', run['run_name'])
+  assert re.fullmatch(rf'{settings.PIPELINE_NAME}-\d{{8}}-\d{{6}}', run['run_name'])
   assert run['pipeline_file'].endswith('pipeline.yaml')
   assert not os.path.exists(run['pipeline_file'])  # the temporary package is gone
   assert_binds(fakes.real['Client'].__init__, client)
@@ -413,7 +421,7 @@ def test_submit_dry_run_compiles_and_calls_nothing(gcp_env, fakes, capsys):
 
 
 def test_dataflow_args_cover_workers_and_both_ways_of_shipping_code(gcp_env, monkeypatch):
-  args = beam.beam_pipeline_args('dataflow')
+  args = dataflow_args()
   for prefix in ('--runner=DataflowRunner', '--project=', '--region=', '--temp_location=gs://',
                  '--staging_location=gs://', '--machine_type=', '--max_num_workers=',
                  '--disk_size_gb=', '--sdk_container_image='):
@@ -424,13 +432,13 @@ def test_dataflow_args_cover_workers_and_both_ways_of_shipping_code(gcp_env, mon
   monkeypatch.setenv('COCO_DATAFLOW_DISK_GB', '100')
   monkeypatch.setenv('COCO_DATAFLOW_SHIP', 'setup_file')
   monkeypatch.setenv('COCO_DATAFLOW_REQUIREMENTS', '/src/requirements.lock')
-  args = beam.beam_pipeline_args('dataflow')
+  args = dataflow_args()
   assert {'--machine_type=n2-standard-8', '--max_num_workers=3', '--disk_size_gb=100',
-          f'--setup_file={beam.SETUP_FILE}', '--requirements_file=/src/requirements.lock'} <= set(args)
+          f'--setup_file={settings.SETUP_FILE}', '--requirements_file=/src/requirements.lock'} <= set(args)
   assert not any(a.startswith('--sdk_container_image') for a in args)
   monkeypatch.setenv('COCO_DATAFLOW_SHIP', 'wheel')
   with pytest.raises(ValueError, match='COCO_DATAFLOW_SHIP'):
-    beam.beam_pipeline_args('dataflow')
+    dataflow_args()
 
 
 # ---------------------------------------------------------------- the image
@@ -438,14 +446,14 @@ def test_dataflow_args_cover_workers_and_both_ways_of_shipping_code(gcp_env, mon
 
 def dockerfile_instructions():
   """(instruction, arguments) pairs of the Dockerfile, continuation lines joined."""
-  with open(os.path.join(config.PROJECT_DIR, 'Dockerfile')) as f:
+  with open(os.path.join(settings.PROJECT_DIR, 'Dockerfile')) as f:
     text = re.sub(r'\\\n', ' ', f.read())
   lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith('#')]
   return [tuple(l.split(None, 1)) for l in lines]
 
 
 def locked_version(package: str) -> str:
-  with open(os.path.join(config.PROJECT_DIR, 'requirements.lock')) as f:
+  with open(os.path.join(settings.PROJECT_DIR, 'requirements.lock')) as f:
     for line in f:
       if line.split('==')[0].strip().lower() == package:
         return line.split('==')[1].strip()
@@ -465,12 +473,12 @@ def dockerfile_copy_sources():
 
 
 def test_dockerfile_copies_existing_sources_not_excluded_by_dockerignore():
-  with open(os.path.join(config.PROJECT_DIR, '.dockerignore')) as f:
+  with open(os.path.join(settings.PROJECT_DIR, '.dockerignore')) as f:
     ignored = {l.strip().rstrip('/') for l in f if l.strip() and not l.startswith('#')}
   sources = dockerfile_copy_sources()
   assert {'setup.py', 'pipeline', 'modules'} <= set(sources)
   for source in sources:
-    assert os.path.exists(os.path.join(config.PROJECT_DIR, source)), source
+    assert os.path.exists(os.path.join(settings.PROJECT_DIR, source)), source
     assert source not in ignored, f'{source} is copied but .dockerignore excludes it'
   assert {'.venv', 'tfx_pipeline_output', 'data', 'tests', '.git'} <= ignored
 
@@ -497,8 +505,8 @@ def test_wheel_installs_pipeline_and_modules_outside_the_checkout(compiled, tmp_
   src = tmp_path / 'src'
   src.mkdir()
   for source in dockerfile_copy_sources():
-    copy = shutil.copytree if os.path.isdir(os.path.join(config.PROJECT_DIR, source)) else shutil.copy
-    copy(os.path.join(config.PROJECT_DIR, source), src / source,
+    copy = shutil.copytree if os.path.isdir(os.path.join(settings.PROJECT_DIR, source)) else shutil.copy
+    copy(os.path.join(settings.PROJECT_DIR, source), src / source,
          **({'ignore': shutil.ignore_patterns('__pycache__')} if copy is shutil.copytree else {}))
   wheels = tmp_path / 'wheels'
   built = subprocess.run([PYTHON, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
@@ -508,7 +516,7 @@ def test_wheel_installs_pipeline_and_modules_outside_the_checkout(compiled, tmp_
   (wheel,) = wheels.glob('coco_captions_tfx-*.whl')
   import zipfile
   names = zipfile.ZipFile(wheel).namelist()
-  assert {'pipeline/submit.py', 'modules/model.py', 'modules/preprocessing.py'} <= set(names)
+  assert {'pipeline/tools/submit.py', 'modules/trainer.py', 'modules/preprocessing.py'} <= set(names)
   assert not [n for n in names if n.startswith('tests/')]
 
   venv = tmp_path / 'tmpvenv'
@@ -543,7 +551,7 @@ def test_wheel_installs_pipeline_and_modules_outside_the_checkout(compiled, tmp_
   found = json.loads(ran.stdout.strip().splitlines()[-1])
   for package in ('pipeline', 'modules'):
     assert found[package] == os.path.join(site_dir, package, '__init__.py'), found
-    assert not found[package].startswith(config.PROJECT_DIR), found
+    assert not found[package].startswith(settings.PROJECT_DIR), found
   assert all(found[f] is True for f in functions), found
 
 
@@ -561,23 +569,23 @@ def test_tfx_cli_vertex_create_update_compile_offline(tmp_path):
                     PATH=VENV_BIN + os.pathsep + os.environ.get('PATH', ''))
   base = ['--engine', 'vertex', '--pipeline_path', RUNNER]
 
-  created = tfx_cli(['pipeline', 'create', *base], env, config.PROJECT_DIR)
+  created = tfx_cli(['pipeline', 'create', *base], env, settings.PROJECT_DIR)
   assert created.returncode == 0, created.stdout + created.stderr[-3000:]
-  assert f'Pipeline "{config.PIPELINE_NAME}" created successfully' in created.stdout
-  job_path = home / config.PIPELINE_NAME / 'pipeline.json'
+  assert f'Pipeline "{settings.PIPELINE_NAME}" created successfully' in created.stdout
+  job_path = home / settings.PIPELINE_NAME / 'pipeline.json'
   job = pipeline_spec_pb2.PipelineJob()
   json_format.ParseDict(json.loads(job_path.read_text()), job)
   assert job.runtime_config.gcs_output_directory == f'{GCS_ROOT}/pipeline_root'
 
-  updated = tfx_cli(['pipeline', 'update', *base], env, config.PROJECT_DIR)
+  updated = tfx_cli(['pipeline', 'update', *base], env, settings.PROJECT_DIR)
   assert updated.returncode == 0, updated.stdout + updated.stderr[-3000:]
-  assert f'Pipeline "{config.PIPELINE_NAME}" updated successfully' in updated.stdout
+  assert f'Pipeline "{settings.PIPELINE_NAME}" updated successfully' in updated.stdout
 
   out = tmp_path / 'compiled'
   compiled = tfx_cli(['pipeline', 'compile', *base], dict(env, COCO_KFP_OUTPUT_DIR=str(out)),
                      str(tmp_path))
   assert compiled.returncode == 0, compiled.stdout + compiled.stderr[-3000:]
-  assert f'Pipeline {config.PIPELINE_NAME} compiled successfully' in compiled.stdout
+  assert f'Pipeline {settings.PIPELINE_NAME} compiled successfully' in compiled.stdout
   assert (out / 'pipeline.json').is_file()
   assert not (tmp_path / 'network.log').exists(), (tmp_path / 'network.log').read_text()
 

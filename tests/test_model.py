@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modules import model
-from pipeline import config
+from modules import model, trainer
+from modules import constants
+
 
 
 def test_inputs_and_targets_place_markers_and_padding():
   token_ids = tf.constant([[5, 6, 7], [8, 0, 0], [0, 0, 0]], tf.int64)
   inputs, targets = model.lm_inputs_and_targets(token_ids, tf.constant([3, 1, 0]))
-  b, p = config.BOUNDARY_ID, config.PAD_ID
+  b, p = constants.BOUNDARY_ID, constants.PAD_ID
   np.testing.assert_array_equal(inputs, [[b, 5, 6, 7], [b, 8, p, p], [b, p, p, p]])
   np.testing.assert_array_equal(targets, [[5, 6, 7, b], [8, b, p, p], [b, p, p, p]])
 
@@ -29,7 +30,7 @@ def test_model_ties_weights_and_never_predicts_padding():
   lm = model.build_model(num_classes=11, embed_dim=4, gru_units=6, dropout=0.0, output_bias=bias)
   probs = tf.nn.softmax(lm(tf.constant([[1, 2, 3]])))
   assert probs.shape == (1, 3, 11)
-  np.testing.assert_allclose(probs[..., config.PAD_ID], 0.0, atol=1e-30)
+  np.testing.assert_allclose(probs[..., constants.PAD_ID], 0.0, atol=1e-30)
   shapes = sorted(tuple(v.shape) for v in lm.trainable_variables)
   assert (11, 4) in shapes and (4, 11) not in shapes  # one matrix serves input and output
   np.testing.assert_allclose(lm.output_bias.numpy(), bias)
@@ -53,10 +54,10 @@ def test_warmup_cosine_schedule():
 
 
 def test_fit_schedule_covers_requested_steps():
-  assert model._fit_schedule(1500, 250) == (6, 250)
-  epochs, steps = model._fit_schedule(60, 250)
+  assert trainer._fit_schedule(1500, 250) == (6, 250)
+  epochs, steps = trainer._fit_schedule(60, 250)
   assert epochs == 1 and steps == 60
-  epochs, steps = model._fit_schedule(1000, 300)
+  epochs, steps = trainer._fit_schedule(1000, 300)
   assert epochs * steps >= 1000 and epochs == 3
 
 

@@ -10,7 +10,8 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
 from modules.preprocessing import clean_captions, preprocessing_fn
-from pipeline import config
+from modules import constants, features
+
 
 CAPTIONS = [
     (1, 10, 'A Man riding a horse.'),
@@ -44,25 +45,25 @@ def transformed():
 def test_vocabulary_is_top_k_by_frequency_then_token(transformed):
   _, output = transformed
   # 'a' and 'horse' occur twice; ties are broken by descending token bytes.
-  assert output.vocabulary_by_name(config.VOCAB_NAME) == [
+  assert output.vocabulary_by_name(constants.VOCAB_NAME) == [
       b'horse', b'a', b'the', b'riding', 'naïve'.encode()]
 
 
 def test_token_ids_lowercased_truncated_padded_with_oov(transformed):
   rows, _ = transformed
   # ids: horse=2 a=3 the=4 riding=5 naïve=6, OOV=7, PAD=0 (vocab id + FIRST_WORD_ID)
-  assert [list(r[config.TOKEN_IDS_KEY]) for r in rows] == [
+  assert [list(r[features.TOKEN_IDS_KEY]) for r in rows] == [
       [3, 7, 5, 3],   # a man riding a | horse (truncated to 4)
       [4, 7, 2, 7],   # the mans horse eats | grass
       [7, 6, 7, 0],   # café naïve dog, padded
   ]
-  assert [r[config.NUM_TOKENS_KEY] for r in rows] == [4, 4, 3]
+  assert [r[features.NUM_TOKENS_KEY] for r in rows] == [4, 4, 3]
 
 
 def test_length_ratio_uses_full_pass_mean_of_untruncated_lengths(transformed):
   rows, _ = transformed
   mean = (5 + 5 + 3) / 3
-  np.testing.assert_allclose([r[config.LENGTH_RATIO_KEY] for r in rows],
+  np.testing.assert_allclose([r[features.LENGTH_RATIO_KEY] for r in rows],
                              [5 / mean, 5 / mean, 3 / mean], rtol=1e-6)
 
 
@@ -79,8 +80,8 @@ def test_sparse_caption_column_and_empty_caption():
   rows = [{'image_id': [1], 'id': [1], 'caption': [b'a dog']},
           {'image_id': [2], 'id': [2], 'caption': []}]
   out, _ = analyze_and_transform(rows, spec, SMALL)
-  assert [r[config.NUM_TOKENS_KEY] for r in out] == [2, 0]
-  assert list(out[1][config.TOKEN_IDS_KEY]) == [0, 0, 0, 0]
+  assert [r[features.NUM_TOKENS_KEY] for r in out] == [2, 0]
+  assert list(out[1][features.TOKEN_IDS_KEY]) == [0, 0, 0, 0]
 
 
 @pytest.mark.parametrize('raw, clean', [

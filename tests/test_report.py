@@ -1,4 +1,4 @@
-"""The HTML run report (pipeline/report.py).
+"""The HTML run report (pipeline/report/, written by pipeline/tools/report.py).
 
 Fast tests feed the fragment and chart functions small synthetic inputs. Slow
 ones build the report of the shared pipeline run, compare its numbers with
@@ -18,7 +18,10 @@ import xml.etree.ElementTree as ET
 import pytest
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
-from pipeline import config, metadata, report
+from modules import constants
+from pipeline import report
+from pipeline.artifacts import metadata
+from pipeline.tools import report as report_tool
 
 CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')   # tools/test-deps.sh installs it
 NASTY = 'He said "no" <b>twice</b> & left \'early\' </td><script>alert(1)</script>'
@@ -226,7 +229,7 @@ def test_unfinished_run_shows_what_exists_and_names_what_is_missing(tmp_path):
   stats_dir.mkdir(parents=True)
   stats = statistics_pb2.DatasetFeatureStatisticsList(datasets=[synthetic_statistics()['train']])
   (stats_dir / 'FeatureStats.pb').write_bytes(stats.SerializeToString())
-  runs = [metadata.ComponentRun(c, 'COMPLETE', 1.0, i) for i, c in enumerate(config.COMPONENTS[:2])]
+  runs = [metadata.ComponentRun(c, 'COMPLETE', 1.0, i) for i, c in enumerate(['CsvExampleGen', 'StatisticsGen'])]
   runs.append(metadata.ComponentRun('SchemaGen', 'FAILED', 1.0, 3))
   run = report.Run('r7', runs, {'StatisticsGen': {'statistics': str(tmp_path / 'statistics')}})
   built = report.report_of(run, str(tmp_path))
@@ -333,13 +336,13 @@ def run_report(pipeline_run, tmp_path_factory):
   """The report of the shared run, written by the command line entry point."""
   out = tmp_path_factory.mktemp('report')
   path = str(out / 'report.html')
-  assert report.main(['--pipeline-root', pipeline_run.pipeline_root, '--output', path]) == 0
+  assert report_tool.main(['--pipeline-root', pipeline_run.pipeline_root, '--output', path]) == 0
   return path
 
 
 @pytest.mark.slow
 def test_local_runner_writes_the_report_and_names_it(pipeline_run):
-  path = config.local_report_path(pipeline_run.pipeline_root)
+  path = os.path.join(os.path.dirname(pipeline_run.metadata_path), 'report.html')
   for result in (pipeline_run.first, pipeline_run.second):
     assert f'report:        {path}' in result.stdout.splitlines()
   with open(path, encoding='utf-8') as f:
@@ -347,16 +350,17 @@ def test_local_runner_writes_the_report_and_names_it(pipeline_run):
 
 
 def independent_numbers(pipeline_run) -> dict:
-  """The run's key numbers, read without pipeline/report.py."""
+  """The run's key numbers, read without pipeline.report."""
   import tensorflow_data_validation as tfdv  # pylint: disable=g-import-not-at-top
   import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  from pipeline.pipeline import SPLIT_BUCKETS  # pylint: disable=g-import-not-at-top
   store = metadata.open_store(pipeline_run.metadata_path)
   stats_uri = metadata.latest_artifact_uri(store, 'ExampleStatistics')
   numbers = {f'num_examples/{split}': tfdv.load_stats_binary(
       os.path.join(stats_uri, f'Split-{split}', 'FeatureStats.pb')).datasets[0].num_examples
-             for split in config.SPLIT_BUCKETS}
+             for split in SPLIT_BUCKETS}
   numbers['vocab_size'] = tft.TFTransformOutput(
-      metadata.latest_artifact_uri(store, 'TransformGraph')).vocabulary_size_by_name(config.VOCAB_NAME)
+      metadata.latest_artifact_uri(store, 'TransformGraph')).vocabulary_size_by_name(constants.VOCAB_NAME)
   with open(os.path.join(metadata.latest_model_uri(store), 'metrics.json')) as f:
     metrics = json.load(f)
   numbers['eval_perplexity'] = metrics['eval_perplexity']
@@ -371,6 +375,7 @@ def independent_numbers(pipeline_run) -> dict:
 def test_report_renders_offline_with_the_runs_numbers(pipeline_run, run_report, tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  from pipeline.pipeline import SPLIT_BUCKETS  # pylint: disable=g-import-not-at-top
   from tests.test_e2e import csv_rows, read_examples  # pylint: disable=g-import-not-at-top
 
   with open(run_report, encoding='utf-8') as f:
@@ -382,17 +387,17 @@ def test_report_renders_offline_with_the_runs_numbers(pipeline_run, run_report, 
   shown = data_keys(rendered['dom'])
   expected = independent_numbers(pipeline_run)
   assert shown['run_id'] == [expected['run_id']]
-  for split in config.SPLIT_BUCKETS:
+  for split in SPLIT_BUCKETS:
     key = f'num_examples/{split}'
     assert {int(v.replace(',', '')) for v in shown[key]} == {expected[key]}
-  assert sum(expected[f'num_examples/{s}'] for s in config.SPLIT_BUCKETS) == len(csv_rows(config.data_root()))
+  assert sum(expected[f'num_examples/{s}'] for s in SPLIT_BUCKETS) == len(csv_rows(pipeline_run.data_root))
   assert {int(v.replace(',', '')) for v in shown['vocab_size']} == {expected['vocab_size']}
   for key in ['eval_perplexity'] + [k for k in expected if k.startswith('baseline/')]:
     assert len(shown[key]) >= 2, key      # the card at the top and the table
     for text in shown[key]:
       assert float(text) == pytest.approx(expected[key], abs=0.005), key
   assert shown['anomalies/train'] == shown['anomalies/eval'] == ['none']
-  assert shown['input/rows_read'] == shown['input/examples'] == [f'{len(csv_rows(config.data_root())):,}']
+  assert shown['input/rows_read'] == shown['input/examples'] == [f'{len(csv_rows(pipeline_run.data_root)):,}']
   assert shown['input/rejected'] == ['0'] and shown['input/repairs'] == ['1']  # the headerless file
 
   # The eval captions are eval captions, shown with the model's own scores.
@@ -402,7 +407,7 @@ def test_report_renders_offline_with_the_runs_numbers(pipeline_run, run_report, 
   raw = {c.strip(): c for c in (e.features.feature['caption'].bytes_list.value[0].decode()
                                 for e in read_examples(examples_uri, 'eval'))}
   captions, perplexities = shown['caption'], [float(p) for p in shown['caption_perplexity']]
-  assert len(captions) == config.REPORT_CAPTIONS and set(captions) <= set(raw)
+  assert len(captions) == report.REPORT_CAPTIONS and set(captions) <= set(raw)
   assert perplexities == sorted(perplexities)
   scorer = tf.saved_model.load(expected['model_dir']).signatures['score_captions']
   scores = scorer(captions=tf.constant([raw[c] for c in captions]))['perplexity'].numpy()

@@ -14,8 +14,10 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from bench import compare_transform
-from pipeline import config, metadata
+from pipeline.artifacts import metadata
 from tests.conftest import E2E_TRAIN_STEPS, csv_rows, run_local
+from pipeline import settings
+from tests.conftest import settings_of, DATA_ROOT
 
 pytestmark = pytest.mark.slow
 UPSTREAM = ['CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator']
@@ -27,13 +29,13 @@ def env_for(output_dir):
 
 
 def start(output_dir):
-  return subprocess.Popen([sys.executable, os.path.join(config.PROJECT_DIR, 'local_runner.py')],
-                          env=env_for(output_dir), cwd=config.PROJECT_DIR, text=True,
+  return subprocess.Popen([sys.executable, os.path.join(settings.PROJECT_DIR, 'local_runner.py')],
+                          env=env_for(output_dir), cwd=settings.PROJECT_DIR, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def db_of(output_dir):
-  return config.local_metadata_path(config.local_pipeline_root(str(output_dir)))
+  return settings_of({'COCO_OUTPUT_DIR': str(output_dir)}).run.metadata_file
 
 
 def wait_until_running(process, output_dir, component, timeout=600):
@@ -137,9 +139,9 @@ def test_two_runs_at_once_on_one_root_both_complete(tmp_path):
 
 def test_same_input_twice_gives_the_same_vocabulary_and_examples(pipeline_run, tmp_path):
   """A second, independent run (fresh root) against the shared e2e run."""
-  compare_transform.run_to_transform(config.data_root(), str(tmp_path), 'fast')
+  compare_transform.run_to_transform(DATA_ROOT, str(tmp_path), 'fast')
   first = compare_transform.transform_outputs(pipeline_run.pipeline_root)
-  second = compare_transform.transform_outputs(config.local_pipeline_root(str(tmp_path)))
+  second = compare_transform.transform_outputs(settings_of({'COCO_OUTPUT_DIR': str(tmp_path)}).run.pipeline_root)
   assert len(first[0].splitlines()) > 100
-  assert sum(len(s) for s in first[1].values()) == len(csv_rows(config.data_root()))
+  assert sum(len(s) for s in first[1].values()) == len(csv_rows(DATA_ROOT))
   assert compare_transform.differences(first, second) == []

@@ -1,4 +1,5 @@
-"""Checks and repairs of the input CSVs, run inside the ExampleGen executor.
+"""Checks and repairs of the input CSVs (run inside the ExampleGen executor,
+and by the image stage's standalone command).
 
 Real caption files are messy. Each problem becomes one message naming the
 file, the line and the column, and the row is either repaired (when the
@@ -20,9 +21,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import config
+from modules import features
+from pipeline.artifacts.files import REJECTED, REPAIRED
 
-REJECTED, REPAIRED = 'rejected', 'repaired'
+REQUIRED_COLUMNS = (features.IMAGE_ID_KEY, features.CAPTION_ID_KEY, features.CAPTION_KEY)
+INTEGER_COLUMNS = (features.IMAGE_ID_KEY, features.CAPTION_ID_KEY)
+# Rows over these limits are rejected.
+MAX_CAPTION_CHARS = 1000       # the model reads a few dozen tokens: this is a broken row
+MAX_RECORD_LINES = 4           # a quoted field spanning more lines is an unbalanced quote
 _INTEGER = re.compile(r'[+-]?[0-9]+')
 _NOT_UTF8 = re.compile('[\udc80-\udcff]')   # what surrogateescape makes of bad bytes
 
@@ -63,7 +69,7 @@ def parse_header(path: str, first_line: bytes) -> Optional[Header]:
   (quoted names are read as CSV anyway); a file whose first line is data
   (it has as many fields as the pipeline's columns, and an integer first
   field, like the Beam documentation's two-row example) is read under
-  config.CSV_COLUMNS. A missing required column stops the run.
+  features.RAW_COLUMNS. A missing required column stops the run.
   """
   problems = []
   bom = first_line.startswith(b'\xef\xbb\xbf')
@@ -74,21 +80,21 @@ def parse_header(path: str, first_line: bytes) -> Optional[Header]:
   if bom:
     problems.append(Problem(path, 1, names[0], 'byte-order mark before the first name ignored',
                             REPAIRED))
-  if (not set(names) & set(config.REQUIRED_COLUMNS) and len(names) == len(config.CSV_COLUMNS)
+  if (not set(names) & set(REQUIRED_COLUMNS) and len(names) == len(features.RAW_COLUMNS)
       and _INTEGER.fullmatch(names[0])):
     problems.append(Problem(path, 1, '', 'no header row; read the file as '
-                            + ','.join(config.CSV_COLUMNS), REPAIRED))
-    return Header(list(config.CSV_COLUMNS), False, tuple(problems))
-  missing = [c for c in config.REQUIRED_COLUMNS if c not in names]
+                            + ','.join(features.RAW_COLUMNS), REPAIRED))
+    return Header(list(features.RAW_COLUMNS), False, tuple(problems))
+  missing = [c for c in REQUIRED_COLUMNS if c not in names]
   if missing:
     raise CsvFormatError(f'{path}:1: required column {missing[0]!r} is missing '
                          f'(header: {",".join(names)}; required: '
-                         f'{",".join(config.REQUIRED_COLUMNS)})')
+                         f'{",".join(REQUIRED_COLUMNS)})')
   duplicated = sorted({n for n in names if names.count(n) > 1})
   if duplicated:
     raise CsvFormatError(f'{path}:1: column {duplicated[0]!r} appears twice in the header')
   for name in names:
-    if name not in config.CSV_COLUMNS:
+    if name not in features.RAW_COLUMNS:
       problems.append(Problem(path, 1, name, 'extra column kept as a feature '
                               '(the model does not use it)', REPAIRED))
   return Header(names, True, tuple(problems))
@@ -112,17 +118,16 @@ def row_problems(path: str, line: int, columns: Sequence[str],
   if found:
     return found
   row = dict(zip(columns, fields))
-  for name in config.INTEGER_COLUMNS:
+  for name in INTEGER_COLUMNS:
     if not _INTEGER.fullmatch(row[name].strip()):
       found.append(Problem(path, line, name, f'{row[name]!r} is not an integer'))
-  caption = row[config.CAPTION_KEY]
+  caption = row[features.CAPTION_KEY]
   if not caption.strip():
-    found.append(Problem(path, line, config.CAPTION_KEY, 'empty caption'))
-  elif len(caption) > config.MAX_CAPTION_CHARS:
-    found.append(Problem(path, line, config.CAPTION_KEY,
+    found.append(Problem(path, line, features.CAPTION_KEY, 'empty caption'))
+  elif len(caption) > MAX_CAPTION_CHARS:
+    found.append(Problem(path, line, features.CAPTION_KEY,
                          f'caption of {len(caption)} characters, over the limit of '
-                         f'{config.MAX_CAPTION_CHARS} (the model reads {config.MAX_TOKENS} '
-                         'tokens; is a quote unbalanced?)'))
+                         f'{MAX_CAPTION_CHARS} (a caption is a sentence; is a quote unbalanced?)'))
   return found
 
 
@@ -143,7 +148,7 @@ def scan_rows(path: str, data: bytes, header: Header
               ) -> Iterator[Tuple[int, Optional[List[str]], List[Problem]]]:
   """Every row of a file as (line, fields or None, problems), row by row.
 
-  A quoted field that spans more than config.MAX_RECORD_LINES lines, or runs
+  A quoted field that spans more than MAX_RECORD_LINES lines, or runs
   to the end of the file, or leaves its row with the wrong number of fields,
   is an unbalanced quote: that line is rejected and reading resumes on the
   next line, so the rows the quote swallowed are still read.
@@ -174,7 +179,7 @@ def _rows_from(path: str, lines: List[str], i: int, header: Header):
     span, consumed = reader.line_num - consumed, reader.line_num
     if not fields:
       continue  # a blank line, skipped as pyarrow does
-    if span > 1 and (span > config.MAX_RECORD_LINES or len(fields) != len(header.columns)):
+    if span > 1 and (span > MAX_RECORD_LINES or len(fields) != len(header.columns)):
       yield start, None, [Problem(path, start, open_quote_column(lines[start - 1], header.columns),
                                   'unbalanced quote: the quoted field opened on this line runs '
                                   f'to line {start + span - 1}')]
@@ -189,33 +194,15 @@ def block_needs_scan(block: pa.RecordBatch, columns: Sequence[str]) -> bool:
   by_name = dict(zip(columns, block.columns))
   for column in block.columns:
     if pc.any(pc.greater_equal(pc.count_substring(column, '\n'),
-                               config.MAX_RECORD_LINES)).as_py():
+                               MAX_RECORD_LINES)).as_py():
       return True
-  for name in config.INTEGER_COLUMNS:
+  for name in INTEGER_COLUMNS:
     if not pc.all(pc.match_substring_regex(by_name[name], r'^[+-]?[0-9]+$')).as_py():
       return True
-  caption = by_name[config.CAPTION_KEY]
+  caption = by_name[features.CAPTION_KEY]
   lengths = pc.utf8_length(pc.utf8_trim_whitespace(caption))
   return bool(pc.any(pc.equal(lengths, 0)).as_py()
-              or pc.any(pc.greater(pc.utf8_length(caption), config.MAX_CAPTION_CHARS)).as_py())
-
-
-@dataclasses.dataclass(frozen=True)
-class InputCounts:
-  read: int
-  written: int
-  rejected: int    # rows, however many problems each had
-  repairs: int
-
-
-def input_counts(report: dict) -> InputCounts:
-  """The counts of an ExampleGen input report (fast_csv.write_input_report),
-  for the log, ML Metadata, the run summary and the HTML report alike."""
-  problems = report.get('problems', [])
-  written = sum(report.get('examples', {}).values())
-  rejected = len({(p['path'], p['line']) for p in problems if p['action'] == REJECTED})
-  repairs = sum(p['action'] == REPAIRED for p in problems)
-  return InputCounts(written + rejected, written, rejected, repairs)
+              or pc.any(pc.greater(pc.utf8_length(caption), MAX_CAPTION_CHARS)).as_py())
 
 
 def duplicates(ids_per_file: Sequence[np.ndarray]) -> dict:

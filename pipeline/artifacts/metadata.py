@@ -1,18 +1,19 @@
 """Reading what a run did from ML Metadata (not from logs).
 
-Used by the local runner's summary, the scoring command's default model and
-the tests: component states and durations of the latest run, and the newest
-published model.
+Component states and durations of a run, its output artifacts (so whatever
+is read belongs to that one run), the newest published model, and marking
+executions a killed run left unfinished.
 """
 
 import dataclasses
-import glob
 import os
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata as tfx_metadata
+
+from pipeline.artifacts.files import MissingArtifact
 
 _STATE_NAMES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 
@@ -54,6 +55,14 @@ def _component_of(store: metadata_store.MetadataStore,
   return nodes[0].name.split('.')[-1] if nodes else execution.type
 
 
+def pipeline_nodes(store: metadata_store.MetadataStore) -> List[str]:
+  """Node ids (e.g. 'Transform') this metadata has seen execute, in the order
+  they first did: the pipeline's nodes as recorded, not a list kept by hand."""
+  node_type = store.get_context_type('node')
+  contexts = sorted(store.get_contexts_by_type(node_type.name), key=lambda c: c.id)
+  return [c.name.split('.')[-1] for c in contexts]
+
+
 def component_runs(store: metadata_store.MetadataStore,
                    run_id: Optional[str] = None) -> List[ComponentRun]:
   """Executions of one pipeline run (default: the latest), in execution order."""
@@ -84,25 +93,6 @@ def latest_artifact_uri(store: metadata_store.MetadataStore, type_name: str) -> 
   found = [a for a in store.get_artifacts_by_type(type_name)
            if a.state == metadata_store_pb2.Artifact.LIVE]
   return max(found, key=lambda a: a.id).uri if found else None
-
-
-def anomalies(uri: str) -> Dict[str, List[str]]:
-  """ExampleValidator's findings per split: '<feature>: <description>' lines.
-
-  Reads the Anomalies protos TFX 1.16 writes as Split-<name>/SchemaDiff.pb.
-  """
-  from tensorflow_metadata.proto.v0 import anomalies_pb2  # pylint: disable=g-import-not-at-top
-  found = {}
-  for split_dir in sorted(glob.glob(os.path.join(uri, 'Split-*'))):
-    path = os.path.join(split_dir, 'SchemaDiff.pb')
-    if not os.path.exists(path):
-      continue
-    with open(path, 'rb') as f:
-      proto = anomalies_pb2.Anomalies.FromString(f.read())
-    found[os.path.basename(split_dir)[len('Split-'):]] = [
-        f'{name}: {info.short_description or info.description}'
-        for name, info in sorted(proto.anomaly_info.items())]
-  return found
 
 
 def run_outputs(store: metadata_store.MetadataStore,
@@ -144,3 +134,46 @@ def cancel_unfinished(store: metadata_store.MetadataStore) -> List[str]:
   if stale:
     store.put_executions(stale)
   return [_component_of(store, e) for e in stale]
+
+
+@dataclasses.dataclass
+class Run:
+  """One pipeline run as ML Metadata records it: its executions and outputs."""
+  run_id: str
+  components: List[ComponentRun]        # in execution order
+  outputs: Dict[str, Dict[str, str]]    # component -> output key -> uri
+  store: Any = None
+
+  def output(self, component: str, key: str) -> str:
+    """The URI of a component's output, or MissingArtifact saying why not."""
+    if key in self.outputs.get(component, {}):
+      return self.outputs[component][key]
+    states = {r.component: r.state for r in self.components}
+    why = (f'{component} is {states[component]} in run {self.run_id}' if component in states
+           else f'{component} did not run in run {self.run_id}')
+    raise MissingArtifact(f"{component}'s {key!r} artifact ({why})")
+
+  def has(self, component: str, key: str) -> bool:
+    return key in self.outputs.get(component, {})
+
+  def custom_config(self, component: str) -> Dict[str, Any]:
+    """The `custom_config` a component of this run executed with (what it
+    really used: the current settings may say otherwise)."""
+    import json  # pylint: disable=g-import-not-at-top
+    ids = [r.execution_id for r in self.components if r.component == component]
+    if not ids or self.store is None:
+      return {}
+    raw = self.store.get_executions_by_id(ids[-1:])[0].custom_properties.get('custom_config')
+    return json.loads(raw.string_value) if raw is not None and raw.string_value else {}
+
+
+def load_run(sqlite_path: str, run_id: Optional[str] = None) -> Run:
+  """A run (default: the latest) of the pipeline whose ML Metadata is at `sqlite_path`."""
+  store = open_store(sqlite_path)
+  ids = run_ids(store)
+  if run_id is None and ids:
+    run_id = ids[-1]
+  if run_id not in ids:
+    raise LookupError(f'no pipeline run {run_id!r} in {sqlite_path}'
+                      + (f'; runs: {", ".join(ids)}' if ids else ': has the pipeline run yet?'))
+  return Run(run_id, component_runs(store, run_id), run_outputs(store, run_id), store)

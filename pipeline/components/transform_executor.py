@@ -1,4 +1,4 @@
-"""A faster executor behind the stock Transform component.
+"""Transform's executor: TFX's own, with batched TFRecord I/O.
 
 Same component, same analysis (tf.Transform's own analyzers and graph), same
 outputs: the transform graph, and transformed examples as gzipped TFRecords
@@ -14,7 +14,7 @@ Files are written under a temporary name per bundle and renamed once Beam
 has committed every bundle, so a retried bundle (Dataflow retries failed
 work) leaves no duplicate examples behind. Anything else (Parquet output,
 raw-record columns, other formats) goes to the stock code unchanged.
-Selected with `COCO_TRANSFORM=fast|stock` (pipeline/config.py).
+Selected with `COCO_TRANSFORM=fast|stock` (pipeline/settings.py).
 """
 
 import contextlib
@@ -33,9 +33,9 @@ from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tf_example_record
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline import config
-
 _STOCK_PROCESSOR = stock.TransformProcessor
+BATCH_SIZE = 1000  # records per decoded batch (tfx_bsl's own cap)
+
 
 def read_record_batches(path: str, batch_size: int) -> Iterator[List[bytes]]:
   """Serialized records of one TFRecord file, in batches, read in C++."""
@@ -53,7 +53,7 @@ class BatchedTFExampleRecord(tf_example_record.TFExampleRecord):
       return super().BeamSource(batch_size)
     patterns = list(self._file_pattern)
     schema = self._GetSchemaForDecoding()
-    size = batch_size or config.TRANSFORM_BATCH_SIZE
+    size = batch_size or BATCH_SIZE
 
     @beam.ptransform_fn
     def _ReadAndDecode(pipeline):

@@ -1,7 +1,7 @@
 """Score captions with an exported caption model: one line per caption.
 
-    python -m pipeline.score "A man riding a horse." "horse a riding man A"
-    echo "A cat on a sofa." | python -m pipeline.score --model DIR
+    python -m pipeline.tools.score "A man riding a horse." "horse a riding man A"
+    echo "A cat on a sofa." | python -m pipeline.tools.score --model DIR
 
 Prints `perplexity<TAB>log_likelihood<TAB>caption`. Without --model, uses the
 newest model the local pipeline published (found through its ML Metadata).
@@ -13,25 +13,17 @@ import os
 import sys
 from typing import List, Optional
 
-SIGNATURE = 'score_captions'
+from pipeline.settings import Settings
 
 
-def default_model_dir() -> str:
+def default_model_dir(settings: Settings) -> str:
   """The newest local Trainer model's serving directory."""
-  from pipeline import config, metadata  # pylint: disable=g-import-not-at-top
-  root = config.local_pipeline_root()
-  uri = metadata.latest_model_uri(metadata.open_store(config.local_metadata_path(root)))
+  from pipeline.artifacts import files, metadata  # pylint: disable=g-import-not-at-top
+  uri = metadata.latest_model_uri(metadata.open_store(settings.run.metadata_file))
   if not uri:
-    raise FileNotFoundError(f'no trained model recorded under {root}; run the pipeline first')
-  return os.path.join(uri, 'Format-Serving')
-
-
-def score(model_dir: str, captions: List[str]):
-  """Returns (perplexity, log_likelihood) per caption."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  scorer = tf.saved_model.load(model_dir).signatures[SIGNATURE]
-  out = scorer(captions=tf.constant(captions))
-  return list(zip(out['perplexity'].numpy().tolist(), out['log_likelihood'].numpy().tolist()))
+    raise FileNotFoundError(f'no trained model recorded under {settings.run.pipeline_root}; '
+                            'run the pipeline first')
+  return files.serving_dir(uri)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -44,11 +36,12 @@ def main(argv: Optional[List[str]] = None) -> int:
   if not captions:
     parser.error('no captions given')
   try:
-    model_dir = args.model or default_model_dir()
-  except FileNotFoundError as e:
+    model_dir = args.model or default_model_dir(Settings.from_env())
+  except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  for caption, (ppl, ll) in zip(captions, score(model_dir, captions)):
+  from pipeline.artifacts import files  # pylint: disable=g-import-not-at-top
+  for caption, (ppl, ll) in zip(captions, files.score_captions(model_dir, captions)):
     print(f'{ppl:.2f}\t{ll:.3f}\t{caption}')
   return 0
 

@@ -1,4 +1,4 @@
-"""ImageExampleGen: the image stage (pipeline/images.py) as a TFX component.
+"""ImageExampleGen: the image stage (pipeline/images/) as a TFX component.
 
     CsvExampleGen -> ImageExampleGen -> StatisticsGen, Transform, ...
 
@@ -37,7 +37,10 @@ from tfx import types
 from tfx.types import artifact, artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from pipeline import config, images
+from modules import constants
+from pipeline import settings
+from pipeline.artifacts import files
+from pipeline.images import records, transforms
 
 log = logging.getLogger('coco_captions.images')
 
@@ -89,44 +92,45 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     dead_letter = artifact_utils.get_single_instance(output_dict[DEAD_LETTER_KEY])
 
     pipeline = self._make_beam_pipeline()
-    rows = ([pipeline | f'ReadCaptionRows[{split}]' >> images.ReadCaptionExamples(
+    rows = ([pipeline | f'ReadCaptionRows[{split}]' >> transforms.ReadCaptionExamples(
         artifact_utils.get_split_uri([captions], split), split) for split in splits]
             | 'AllSplits' >> beam.Flatten())
-    records, failed = rows | 'ImagesAndCaptions' >> images.ImagesAndCaptions(
+    kept, failed = rows | 'ImagesAndCaptions' >> transforms.ImagesAndCaptions(
         exec_properties['image_location'], int(exec_properties['image_size']),
         json.loads(exec_properties['allowed_licenses']), float(exec_properties['http_timeout']),
         int(exec_properties['jpeg_quality']))
-    by_split = records | 'BySplit' >> beam.Partition(
-        lambda record, _: splits.index(record[images.SPLIT_KEY]), len(splits))
+    by_split = kept | 'BySplit' >> beam.Partition(
+        lambda record, _: splits.index(record[records.SPLIT_KEY]), len(splits))
     for split, split_records in zip(splits, by_split):
       _ = (split_records
            | f'ToExamples[{split}]' >> beam.Map(_split_example, split)
            | f'WriteExamples[{split}]' >> beam.io.WriteToTFRecord(
                split_file_prefix(examples, split), file_name_suffix='.gz',
                coder=beam.coders.ProtoCoder(tf.train.Example)))
-    _ = failed | 'WriteDeadLetter' >> images.WriteDeadLetter(dead_letter.uri)
+    _ = failed | 'WriteDeadLetter' >> transforms.WriteDeadLetter(dead_letter.uri)
 
     start = time.time()
     result = pipeline.run()
     result.wait_until_finish()
-    counters = images.counters_of(result)
-    counts = images.summary_counts(counters)
-    images.write_summary(dead_letter.uri, counts, time.time() - start)
+    counters = records.counters_of(result)
+    counts = records.summary_counts(counters)
+    transforms.write_summary(dead_letter.uri, counts, time.time() - start)
     for name, value in _flat_counts(counts).items():
       dead_letter.set_int_custom_property(name, value)
-    dead_letter.set_string_custom_property('summary', images.summary_line(counts))
-    log.info('%s', images.summary_line(counts))
+    dead_letter.set_string_custom_property('summary', records.summary_line(counts))
+    log.info('%s', records.summary_line(counts))
     empty = [s for s in splits if not counters.get(f'kept_captions_split_{s}')]
     if empty:
       raise ValueError(
-          f'ImageExampleGen kept no caption in split(s) {empty} ({images.summary_line(counts)}); '
-          f'see {images.dead_letter_path(dead_letter.uri)} and the allowed licenses')
+          f'ImageExampleGen kept no caption in split(s) {empty} '
+          f'({records.summary_line(counts)}); '
+          f'see {files.dead_letter_path(dead_letter.uri)} and the allowed licenses')
 
 
 def _split_example(record: Dict[str, Any], split: str) -> tf.train.Example:
   """The record's tf.Example, counted per split (an empty split fails the run)."""
-  images.counter(f'kept_captions_split_{split}').inc()
-  return images.caption_example(record)
+  transforms.counter(f'kept_captions_split_{split}').inc()
+  return records.caption_example(record)
 
 
 def _flat_counts(counts: Dict[str, Any]) -> Dict[str, int]:
@@ -145,12 +149,13 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
   def __init__(self, captions: types.BaseChannel, image_location: str,
-               image_size: int = config.IMAGE_SIZE,
-               allowed_licenses=config.ALLOWED_LICENSES,
-               http_timeout: float = config.IMAGE_HTTP_TIMEOUT_SECONDS,
-               jpeg_quality: int = config.IMAGE_JPEG_QUALITY):
+               image_size: int = constants.IMAGE_SIZE,
+               allowed_licenses=settings.ALLOWED_LICENSES,
+               http_timeout: float = records.HTTP_TIMEOUT_SECONDS,
+               jpeg_quality: int = records.JPEG_QUALITY):
     if not image_location:
-      raise ValueError(f'ImageExampleGen needs an image location ({config.ENV_PREFIX}IMAGE_DIR: '
+      variable = settings.variable(settings.ImageSettings, 'location')   # COCO_IMAGE_DIR
+      raise ValueError(f'ImageExampleGen needs an image location ({variable}: '
                        'a directory, a gs:// prefix, or "url")')
     super().__init__(spec=ImageExampleGenSpec(
         captions=captions,

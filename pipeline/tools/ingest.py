@@ -1,6 +1,6 @@
 """Official COCO caption annotations -> the pipeline's CSV.
 
-    python -m pipeline.ingest SOURCE [-o OUT.csv] [--max-images N] [--member NAME]
+    python -m pipeline.tools.ingest SOURCE [-o OUT.csv] [--max-images N] [--member NAME]
 
 SOURCE is a captions JSON (2014 or 2017, e.g. captions_val2017.json), or the
 official annotations zip (e.g. annotations_trainval2017.zip; every
@@ -9,7 +9,7 @@ path or an http(s) URL (downloaded to a temporary file; the only download the
 project ever does, and only when asked).
 
 Output columns: image_id,id,caption,url,file_name,license (see
-`pipeline.config.CSV_COLUMNS`). Captions are written unchanged: commas,
+`modules.features.RAW_COLUMNS`). Captions are written unchanged: commas,
 quotes, embedded newlines, trailing spaces and non-ASCII text survive, quoted
 the way CsvExampleGen reads them. `url` is the image's `coco_url`, `license`
 the name of its license id ('' when the image names none).
@@ -27,7 +27,8 @@ import urllib.request
 import zipfile
 from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
-from pipeline import config
+from modules import features
+from pipeline.settings import Settings
 
 
 class IngestError(ValueError):
@@ -119,7 +120,7 @@ def write_csv(rows: Iterable[Sequence[Any]], outs: Sequence[IO[str]]) -> int:
   """
   writers = []
   for out in outs:
-    out.write(','.join(config.CSV_COLUMNS) + '\n')
+    out.write(','.join(features.RAW_COLUMNS) + '\n')
     writers.append(csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, lineterminator='\n'))
   count = 0
   for count, row in enumerate(rows, 1):
@@ -157,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('source', help='captions JSON or annotations zip: path or http(s) URL')
-  parser.add_argument('-o', '--output', default=os.path.join(config.data_root(), 'captions.csv'),
+  parser.add_argument('-o', '--output', default=os.path.join(Settings.from_env().run.data_root, 'captions.csv'),
                       help='CSV to write (default: %(default)s)')
   parser.add_argument('--max-images', type=int, default=None,
                       help='keep only the captions of the N smallest image ids')

@@ -6,7 +6,9 @@ import pytest
 from tfx.components.example_gen.csv_example_gen import executor as stock
 
 from bench import compare_examplegen as compare
-from pipeline import fast_csv, validate
+from pipeline.artifacts import files
+from pipeline.components import csv_example_gen
+from pipeline.csv_input import checks, reader
 
 HEADER = 'image_id,id,caption,url,score,empty,license\n'
 ROWS = [
@@ -37,7 +39,7 @@ def test_fast_equals_stock(tmp_path, shards):
   data = str(tmp_path / 'data')
   write_shards(data, shards)
   expected = run_executor(stock.Executor, data, str(tmp_path / 'stock'))
-  got = run_executor(fast_csv.Executor, data, str(tmp_path / 'fast'))
+  got = run_executor(csv_example_gen.Executor, data, str(tmp_path / 'fast'))
   assert set(expected) == {'Split-train', 'Split-eval'}
   assert sum(sum(c.values()) for c in expected.values()) == 6
   assert got == expected
@@ -47,9 +49,9 @@ def test_column_types_follow_tfx_inference(tmp_path):
   data = str(tmp_path / 'data')
   write_shards(data, [ROWS])
   columns = HEADER.strip().split(',')
-  blocks = fast_csv.checked_blocks(os.path.join(data, 'part-0.csv'), validate.Header(columns, True))
-  types = fast_csv.infer_types(blocks, columns)
-  T = fast_csv.ColumnType
+  blocks = reader.checked_blocks(os.path.join(data, 'part-0.csv'), checks.Header(columns, True))
+  types = reader.infer_types(blocks, columns)
+  T = reader.ColumnType
   assert types == {'image_id': T.INT, 'id': T.INT, 'caption': T.STRING, 'url': T.STRING,
                    'score': T.FLOAT, 'empty': T.UNKNOWN, 'license': T.STRING}
 
@@ -57,7 +59,7 @@ def test_column_types_follow_tfx_inference(tmp_path):
 def test_a_split_nothing_hashed_into_still_has_a_file(tmp_path):
   data = str(tmp_path / 'data')
   write_shards(data, [ROWS[:1]])
-  splits = run_executor(fast_csv.Executor, data, str(tmp_path / 'out'))
+  splits = run_executor(csv_example_gen.Executor, data, str(tmp_path / 'out'))
   assert sorted(sum(c.values()) for c in splits.values()) == [0, 1]
 
 
@@ -65,4 +67,4 @@ def test_errors_name_the_file(tmp_path):
   data = tmp_path / 'data'
   write_shards(str(data), [ROWS, ['7,16,too,many,fields,here,x,y\n']])
   with pytest.raises(Exception, match='part-1.csv'):
-    run_executor(fast_csv.Executor, str(data), str(tmp_path / 'out'))
+    run_executor(csv_example_gen.Executor, str(data), str(tmp_path / 'out'))

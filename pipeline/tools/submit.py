@@ -1,24 +1,22 @@
 """Compile the pipeline and submit one run to Vertex AI Pipelines or a KFP v2 cluster.
 
-    python -m pipeline.submit --vertex                       # Vertex AI PipelineJob
-    python -m pipeline.submit --kfp-host https://HOST        # Kubeflow Pipelines v2
-    python -m pipeline.submit --vertex --dry-run             # compile, show the call, submit nothing
+    python -m pipeline.tools.submit --vertex                  # Vertex AI PipelineJob
+    python -m pipeline.tools.submit --kfp-host https://HOST   # Kubeflow Pipelines v2
+    python -m pipeline.tools.submit --vertex --dry-run        # compile, show the call, submit nothing
 
 Submitting is always this explicit step: compiling (`python kubeflow_runner.py`
 or `tfx pipeline compile`) never contacts anything. This command compiles first,
-with the same code (`kubeflow_runner.compile_pipeline`), so what runs is what the
+with the same code as `kubeflow_runner.py` (`pipeline.pipeline.kubeflow_pipeline`
+and `pipeline.orchestration.kubeflow.compile_pipeline`), so what runs is what the
 checkout says now; `--package PATH` keeps the compiled file, otherwise it goes to
 a temporary directory. Vertex takes the PipelineJob JSON, KFP the PipelineSpec
 YAML (which carries no pipeline root, so it is passed with the run).
 
-Settings are the compile settings (see kubeflow_runner.py): COCO_GCP_PROJECT,
+Settings are the compile settings (README.md "Settings"): COCO_GCP_PROJECT,
 COCO_GCS_ROOT, COCO_GCP_REGION (Vertex location), COCO_IMAGE, ...
-Run from the source checkout: kubeflow_runner.py is not part of the wheel.
 """
 
 import argparse
-import importlib
-import importlib.util
 import os
 import re
 import sys
@@ -26,19 +24,15 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-from pipeline import config
+from pipeline.settings import PIPELINE_NAME, Settings, SettingsError
 
 TARGETS = {'vertex': '.json', 'kfp': '.yaml'}
 VERTEX_JOB_ID = re.compile(r'[a-z][-a-z0-9]{0,127}')
 
 
-class SettingsError(ValueError):
-  """A missing or inconsistent setting; main() prints it without a traceback."""
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog='python -m pipeline.submit',
+      prog='python -m pipeline.tools.submit',
       description='Compile the pipeline and submit one run (Vertex AI or Kubeflow Pipelines v2).')
   target = parser.add_mutually_exclusive_group(required=True)
   target.add_argument('--vertex', action='store_true',
@@ -49,7 +43,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='write the compiled pipeline here and keep it (.json for --vertex, '
                            '.yaml/.yml for --kfp-host); default: a temporary file')
   parser.add_argument('--run-name', metavar='NAME',
-                      help=f'run name (Vertex: the job id); default {config.PIPELINE_NAME}-<time>')
+                      help=f'run name (Vertex: the job id); default {PIPELINE_NAME}-<time>')
   parser.add_argument('--experiment', metavar='NAME', help='KFP experiment (KFP only)')
   parser.add_argument('--service-account', metavar='EMAIL',
                       help='service account the run executes as (default: the platform default)')
@@ -69,67 +63,45 @@ def target_name(args: argparse.Namespace) -> str:
   return 'vertex' if args.vertex else 'kfp'
 
 
-def settings(target: str) -> Dict[str, str]:
+def gcp_settings(settings: Settings, target: str) -> Dict[str, str]:
   """The GCP settings a submission needs, checked before the slow compile.
 
   Every missing variable is named at once, so one error message is enough
   to fix the environment.
   """
-  from pipeline import beam  # pylint: disable=g-import-not-at-top
-  found = beam.gcp_settings()
-  needed = {'GCP_PROJECT': found['project'], 'GCS_ROOT': found['gcs_root']}
-  if target == 'vertex':
-    needed['GCP_REGION'] = found['region']
-  missing = [config.ENV_PREFIX + name for name, value in needed.items() if not value]
-  if missing:
-    raise SettingsError(f'set {", ".join(missing)} (see docs/gcp.md); nothing was compiled '
-                        'or submitted')
-  try:
-    found['pipeline_root'] = config.kfp_pipeline_root(found['gcs_root'])
-  except ValueError as error:
-    raise SettingsError(str(error)) from None
-  return found
+  gcp = settings.gcp
+  needed = ('project', 'gcs_root', 'region') if target == 'vertex' else ('project', 'gcs_root')
+  gcp.require(*needed, purpose=f'submitting to {target} (see docs/gcp.md; nothing was '
+                               'compiled or submitted)')
+  pipeline_root = gcp.pipeline_root()
+  return {'project': gcp.project, 'region': gcp.region, 'gcs_root': gcp.gcs_root,
+          'image': gcp.container_image, 'pipeline_root': pipeline_root}
 
 
 def run_name(args: argparse.Namespace) -> str:
   """Given or `<pipeline>-<UTC time>`; Vertex job ids allow only [a-z0-9-]."""
-  name = args.run_name or f'{config.PIPELINE_NAME}-{time.strftime("%Y%m%d-%H%M%S", time.gmtime())}'
+  name = args.run_name or f'{PIPELINE_NAME}-{time.strftime("%Y%m%d-%H%M%S", time.gmtime())}'
   if args.vertex and not VERTEX_JOB_ID.fullmatch(name):
     raise SettingsError(f'--run-name {name!r}: a Vertex job id is a lowercase letter, then up '
                         'to 127 of [a-z0-9-]')
   return name
 
 
-def load_kubeflow_runner():
-  """kubeflow_runner.py lives at the project root, outside the installed
-  packages (the tfx CLI wants a file path), so import it from the checkout."""
-  try:
-    return importlib.import_module('kubeflow_runner')
-  except ModuleNotFoundError:
-    pass
-  path = os.path.join(config.PROJECT_DIR, 'kubeflow_runner.py')
-  if not os.path.exists(path):
-    raise SettingsError(f'{path} not found: run pipeline.submit from the source checkout')
-  spec = importlib.util.spec_from_file_location('kubeflow_runner', path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules['kubeflow_runner'] = module
-  spec.loader.exec_module(module)
-  return module
-
-
-def compile_package(target: str, package: Optional[str], tmp_dir: str) -> str:
+def compile_package(settings: Settings, target: str, package: Optional[str],
+                    tmp_dir: str) -> str:
   """Compiles into `package` (kept) or `tmp_dir`; returns the file's path."""
-  runner = load_kubeflow_runner()
+  from pipeline.orchestration.kubeflow import compile_pipeline  # pylint: disable=g-import-not-at-top
+  from pipeline.pipeline import kubeflow_pipeline  # pylint: disable=g-import-not-at-top
   if package:
     output_dir, filename = os.path.split(os.path.abspath(package))
   else:
     output_dir, filename = tmp_dir, 'pipeline' + TARGETS[target]
-  return runner.compile_pipeline(output_dir=output_dir, filename=filename)
+  return compile_pipeline(kubeflow_pipeline(settings), settings, output_dir, filename)
 
 
 def vertex_job_kwargs(path: str, name: str, gcp: Dict[str, str]) -> Dict[str, str]:
   """Arguments of `aiplatform.PipelineJob(...)`."""
-  return dict(display_name=config.PIPELINE_NAME, template_path=path, job_id=name,
+  return dict(display_name=PIPELINE_NAME, template_path=path, job_id=name,
               pipeline_root=gcp['pipeline_root'], project=gcp['project'],
               location=gcp['region'])
 
@@ -177,10 +149,11 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
   target = target_name(args)
   try:
-    gcp = settings(target)
+    settings = Settings.from_env()
+    gcp = gcp_settings(settings, target)
     name = run_name(args)
     with tempfile.TemporaryDirectory(prefix='coco-kfp-') as tmp_dir:
-      path = compile_package(target, args.package, tmp_dir)
+      path = compile_package(settings, target, args.package, tmp_dir)
       print(f'compiled {path}')
       if args.dry_run:
         print(describe(target, path, name, gcp, args))

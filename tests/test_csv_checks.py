@@ -1,7 +1,7 @@
 """Bad input: one clear message per problem (file, line, column), nothing lost.
 
 Each case writes a CSV with good rows around one bad one and runs the
-CsvExampleGen executor the pipeline uses (pipeline/fast_csv.py); the counts
+CsvExampleGen executor the pipeline uses (pipeline/components/csv_example_gen.py); the counts
 come from the examples it wrote, the messages from its input report.
 """
 
@@ -11,7 +11,10 @@ import os
 import pytest
 
 from bench import compare_examplegen as compare
-from pipeline import config, fast_csv, validate
+from pipeline.artifacts import files
+from pipeline.components import csv_example_gen
+from pipeline.csv_input import checks, reader
+from modules import constants, features
 
 HEADER = 'image_id,id,caption,url,file_name,license\n'
 
@@ -21,27 +24,25 @@ def good(n, start=0):
                  for i in range(start, start + n))
 
 
-def run(tmp_path, files, max_rejected='1'):
-  """Writes `files` ({name: bytes or str}), runs the executor, returns
-  (examples written, report, artifact directory)."""
+def run(tmp_path, contents, max_rejected=1.0):
+  """Writes `contents` ({name: bytes or str}), runs the executor with the
+  rejection limit in its custom_config, returns (examples written, report,
+  artifact directory)."""
   data = tmp_path / 'data'
   data.mkdir(exist_ok=True)
-  for name, content in files.items():
+  for name, content in contents.items():
     (data / name).write_bytes(content.encode() if isinstance(content, str) else content)
   out = str(tmp_path / 'out')
-  os.environ['COCO_MAX_REJECTED'] = max_rejected
-  try:
-    compare.run_executor(fast_csv.Executor, str(data), out)
-  finally:
-    del os.environ['COCO_MAX_REJECTED']
+  compare.run_executor(csv_example_gen.Executor, str(data), out,
+                       {csv_example_gen.MAX_REJECTED: max_rejected})
   splits = compare.read_splits(out)
-  with open(os.path.join(out, fast_csv.INPUT_REPORT)) as f:
+  with open(os.path.join(out, files.INPUT_REPORT_FILE)) as f:
     report = json.load(f)
   return sum(sum(c.values()) for c in splits.values()), report, splits
 
 
 def messages(report):
-  return [str(validate.Problem(**p)) for p in report['problems']]
+  return [str(checks.Problem(**p)) for p in report['problems']]
 
 
 BAD_ROWS = {  # name: (bad row, column named in the message, words in the message)
@@ -128,7 +129,7 @@ def test_extra_columns_are_kept_as_features(tmp_path):
 
 
 def test_a_missing_required_column_stops_the_run_naming_it(tmp_path):
-  with pytest.raises(validate.CsvFormatError,
+  with pytest.raises(checks.CsvFormatError,
                      match=r"captions.csv:1: required column 'caption' is missing"):
     run(tmp_path, {'captions.csv': 'image_id,id,url\n1,2,u\n'})
 
@@ -140,33 +141,37 @@ def test_an_empty_file_is_skipped_and_named(tmp_path):
 
 
 def test_only_empty_files_or_an_empty_directory_stop_the_run(tmp_path):
-  with pytest.raises(validate.CsvFormatError, match='every input file is empty: .*empty.csv'):
+  with pytest.raises(checks.CsvFormatError, match='every input file is empty: .*empty.csv'):
     run(tmp_path, {'empty.csv': ''})
   (tmp_path / 'nothing').mkdir()
-  with pytest.raises(validate.CsvFormatError, match='nothing: no input files'):
-    compare.run_executor(fast_csv.Executor, str(tmp_path / 'nothing'), str(tmp_path / 'o2'))
+  with pytest.raises(checks.CsvFormatError, match='nothing: no input files'):
+    compare.run_executor(csv_example_gen.Executor, str(tmp_path / 'nothing'), str(tmp_path / 'o2'))
 
 
 def test_too_many_rejections_stop_the_run_with_the_first_problem(tmp_path):
   bad = ''.join(f'{i},x{i},cap,u,f,l\n' for i in range(3))
-  with pytest.raises(validate.CsvFormatError,
+  with pytest.raises(checks.CsvFormatError,
                      match=r"3 of 13 rows rejected, over the limit of 5% .*captions.csv:2: "
                            r"column 'id': 'x0' is not an integer"):
-    run(tmp_path, {'captions.csv': HEADER + bad + good(10)}, max_rejected='0.05')
+    run(tmp_path, {'captions.csv': HEADER + bad + good(10)}, max_rejected=0.05)
 
 
 def test_long_captions_are_kept_and_counted(tmp_path):
-  long_row = '7,77,' + ' '.join(['word'] * (config.MAX_TOKENS + 4)) + ',u,f,l\n'
+  long_row = '7,77,' + ' '.join(['word'] * (constants.MAX_TOKENS + 4)) + ',u,f,l\n'
   written, report, _ = run(tmp_path, {'captions.csv': HEADER + good(2) + long_row})
   assert written == 3 and report['long_captions'] == 1 and report['problems'] == []
+  out = str(tmp_path / 'longer')
+  compare.run_executor(csv_example_gen.Executor, str(tmp_path / 'data'), out,
+                       {csv_example_gen.MAX_TOKENS: constants.MAX_TOKENS + 4})
+  assert files.input_report(out)['long_captions'] == 0   # the limit is the component's value
 
 
 def test_row_checks_agree_with_the_vectorised_screening():
   """Any row row_problems() rejects must also be caught by block_needs_scan()."""
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
-  columns = list(config.CSV_COLUMNS)
+  columns = list(features.RAW_COLUMNS)
   for row in (['1', '2', ' ', 'u', 'f', 'l'], ['a', '2', 'c', 'u', 'f', 'l'],
               ['1', '2', 'c' * 1001, 'u', 'f', 'l'], ['1', '2.5', 'c', 'u', 'f', 'l']):
-    assert validate.row_problems('f', 1, columns, row)
+    assert checks.row_problems('f', 1, columns, row)
     block = pa.RecordBatch.from_arrays([pa.array([v], pa.string()) for v in row], columns)
-    assert validate.block_needs_scan(block, columns)
+    assert checks.block_needs_scan(block, columns)

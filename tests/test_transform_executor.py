@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from bench import compare_transform as compare
-from pipeline import config, fast_transform
+from pipeline.components import transform_executor
+from tests.conftest import settings_of, DATA_ROOT
 
 
 def write_records(path, records):
@@ -20,7 +21,7 @@ def test_reads_every_record_in_order_and_in_batches(tmp_path, name):
   records = [f'record {i}'.encode() for i in range(25)]
   path = str(tmp_path / name)
   write_records(path, records)
-  batches = list(fast_transform.read_record_batches(path, 10))
+  batches = list(transform_executor.read_record_batches(path, 10))
   assert [len(b) for b in batches] == [10, 10, 5]
   assert [r for b in batches for r in b] == records
 
@@ -31,7 +32,7 @@ def test_commit_names_files_like_the_stock_sink_and_drops_the_temp_dir(tmp_path)
   for name, records in (('b.gz', [b'2']), ('a.gz', [b'1']), ('failed-attempt.gz', [b'x'])):
     write_records(str(temp / name), records)
   out = str(tmp_path / 'transformed_examples')
-  assert fast_transform.commit_files([str(temp / 'b.gz'), str(temp / 'a.gz')], out, str(temp)) == 2
+  assert transform_executor.commit_files([str(temp / 'b.gz'), str(temp / 'a.gz')], out, str(temp)) == 2
   assert sorted(os.listdir(tmp_path)) == ['transformed_examples-00000-of-00002.gz',
                                           'transformed_examples-00001-of-00002.gz']
   first = tf.data.TFRecordDataset(out + '-00000-of-00002.gz', compression_type='GZIP')
@@ -41,7 +42,7 @@ def test_commit_names_files_like_the_stock_sink_and_drops_the_temp_dir(tmp_path)
 def test_an_empty_split_still_gets_one_empty_file(tmp_path):
   out = str(tmp_path / 'Split-eval' / 'transformed_examples')
   os.makedirs(os.path.dirname(out))
-  assert fast_transform.commit_files([], out, str(tmp_path / 'Split-eval' / '.temp-y')) == 1
+  assert transform_executor.commit_files([], out, str(tmp_path / 'Split-eval' / '.temp-y')) == 1
   assert os.listdir(tmp_path / 'Split-eval') == ['transformed_examples-00000-of-00001.gz']
 
 
@@ -50,7 +51,7 @@ def test_the_pipeline_uses_it_by_default_and_stock_on_request():
   def transform(**kwargs):
     p = create_pipeline('t', '/tmp/root', '/tmp/data', module_file=__file__, **kwargs)
     return [c for c in p.components if c.id == 'Transform'][0]
-  assert transform().executor_spec.executor_class is fast_transform.Executor
+  assert transform().executor_spec.executor_class is transform_executor.Executor
   assert 'tfx.components.transform' in transform(
       transform_executor='stock').executor_spec.executor_class.__module__
   with pytest.raises(ValueError, match='unknown Transform executor'):
@@ -61,8 +62,8 @@ def test_the_pipeline_uses_it_by_default_and_stock_on_request():
 def test_same_vocabulary_and_transformed_examples_as_stock(pipeline_run, tmp_path):
   """The e2e run used the fast executor; one stock run on the same data."""
   fast = compare.transform_outputs(pipeline_run.pipeline_root)
-  compare.run_to_transform(config.data_root(), str(tmp_path), 'stock')
-  stock = compare.transform_outputs(config.local_pipeline_root(str(tmp_path)))
+  compare.run_to_transform(DATA_ROOT, str(tmp_path), 'stock')
+  stock = compare.transform_outputs(settings_of({'COCO_OUTPUT_DIR': str(tmp_path)}).run.pipeline_root)
   assert sum(len(s) for s in stock[1].values()) > 1000
   assert compare.differences(stock, fast) == []
 

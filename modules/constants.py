@@ -1,0 +1,49 @@
+"""Sizes, token ids and model defaults shared by preprocessing, training and
+the pipeline that configures them.
+
+Values a user may change per run (vocabulary size, tokens kept, batch size,
+...) are only defaults here: the pipeline passes the run's values to
+`preprocessing_fn` and `run_fn` as `custom_config` (part of each
+component's cache key), see `pipeline.settings`.
+"""
+
+# ---------------------------------------------------------------- transform
+VOCAB_SIZE = 5000            # top-k caption tokens kept; the rest share one OOV id
+NUM_OOV_BUCKETS = 1
+MAX_TOKENS = 16              # caption tokens kept per caption (pad/truncate)
+VOCAB_NAME = 'caption_vocab'  # file name of the vocabulary in transform_output
+IMAGE_SIZE = 128             # images are IMAGE_SIZE x IMAGE_SIZE (ImageExampleGen resizes)
+
+# Model-side token ids: ids 0 and 1 are reserved, vocabulary ids start at 2.
+PAD_ID = 0
+BOUNDARY_ID = 1              # start-of-caption input and end-of-caption target
+FIRST_WORD_ID = 2
+
+
+def num_classes(vocab_size: int) -> int:
+  """Output classes of the model for a vocabulary of `vocab_size` tokens."""
+  return FIRST_WORD_ID + vocab_size + NUM_OOV_BUCKETS
+
+
+# ---------------------------------------------------------------- trainer
+TRAIN_STEPS = 1000
+EVAL_STEPS = None            # None: score the whole eval split (exact perplexity)
+# run_fn's hyperparameters; `custom_config` overrides any of them.
+TRAINER_DEFAULTS = {
+    'batch_size': 128,
+    'embed_dim': 256,
+    'gru_units': 256,
+    'dropout': 0.4,               # on embeddings and GRU outputs
+    'learning_rate': 5e-3,        # peak of a warm-up + cosine schedule
+    'warmup_steps': 100,
+    'steps_per_epoch': 200,       # "epoch" = logging/eval interval, in steps
+    'epoch_eval_captions': 4096,  # eval captions scored after each epoch (final: all)
+    'patience': 2,                # epochs without a better eval loss before stopping
+    'seed': 42,
+}
+EVAL_BATCH = 512
+
+# ---------------------------------------------------------------- export
+SCORE_SIGNATURE = 'score_captions'     # raw caption strings -> scores
+SERVING_SIGNATURE = 'serving_default'  # serialized tf.Examples -> scores
+METRICS_FILE = 'metrics.json'          # the Trainer's metrics, next to Format-Serving

@@ -1,0 +1,88 @@
+"""Export: a plain TF SavedModel carrying the transform graph, so it answers
+raw caption strings (and serialized tf.Examples) with TensorFlow alone.
+
+As in the TFX penguin template, the serving functions attach the TFT layer:
+what the model is served is what it was trained on, preprocessing included.
+"""
+
+from typing import Any, Dict
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from modules import constants, features
+from modules.model import lm_inputs_and_targets, token_nll
+
+
+def _raw_features(captions: tf.Tensor, raw_spec: Dict[str, Any]) -> Dict[str, Any]:
+  """Raw-feature dict for the transform layer from bare caption strings.
+
+  Ids are not known at serving time; zeros stand in for the passthrough
+  columns. Each value takes the dense or sparse form the raw schema expects.
+  """
+  n = tf.shape(captions, out_type=tf.int64)[0]
+  zeros = tf.zeros([n], tf.int64)
+  columns = {features.CAPTION_KEY: captions, features.IMAGE_ID_KEY: zeros,
+             features.CAPTION_ID_KEY: zeros}
+  raw = {}
+  for key, values in columns.items():
+    if isinstance(raw_spec[key], tf.io.VarLenFeature):
+      indices = tf.stack([tf.range(n), tf.zeros([n], tf.int64)], axis=1)
+      raw[key] = tf.SparseTensor(indices, values, [n, 1])
+    else:
+      raw[key] = tf.reshape(values, [-1, 1])
+  return raw
+
+
+def _serving_parse_spec(raw_spec: Dict[str, Any]) -> Dict[str, Any]:
+  """Parse spec for serving tf.Examples: only what preprocessing_fn reads,
+  with defaults so a request carrying just a caption is accepted."""
+  defaults = {features.CAPTION_KEY: '', features.IMAGE_ID_KEY: 0, features.CAPTION_ID_KEY: 0}
+  spec = {}
+  for key, default in defaults.items():
+    feature = raw_spec[key]
+    if isinstance(feature, tf.io.FixedLenFeature):
+      feature = tf.io.FixedLenFeature(feature.shape, feature.dtype,
+                                      default_value=[default] * max(1, int(np.prod(feature.shape))))
+    spec[key] = feature
+  return spec
+
+
+def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
+                 export_dir: str) -> None:
+  """Saves a SavedModel with the transform graph and two signatures.
+
+  `score_captions`: raw caption strings -> log-likelihood and perplexity.
+  `serving_default`: serialized tf.Examples (as CsvExampleGen writes them).
+  """
+  model.tft_layer = tft_output.transform_features_layer()
+  raw_spec = tft_output.raw_feature_spec()
+  parse_spec = _serving_parse_spec(raw_spec)
+
+  def score_transformed(transformed):
+    inputs, targets = lm_inputs_and_targets(
+        transformed[features.TOKEN_IDS_KEY], transformed[features.NUM_TOKENS_KEY])
+    nll, mask = token_nll(targets, model(inputs, training=False))
+    total = tf.reduce_sum(nll, axis=1)
+    count = tf.reduce_sum(mask, axis=1)
+    return {
+        'log_likelihood': -total,
+        'perplexity': tf.exp(total / count),
+        'num_predicted_tokens': tf.cast(count, tf.int64),
+    }
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='captions')])
+  def score_captions(captions):
+    return score_transformed(model.tft_layer(_raw_features(captions, raw_spec)))
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def serve_examples(serialized):
+    parsed = tf.io.parse_example(serialized, parse_spec)
+    return score_transformed(model.tft_layer(parsed))
+
+  tf.saved_model.save(model, export_dir, signatures={
+      constants.SERVING_SIGNATURE: serve_examples,
+      constants.SCORE_SIGNATURE: score_captions,
+  })

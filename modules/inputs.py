@@ -1,0 +1,66 @@
+"""The Trainer's data: transformed examples -> arrays -> tf.data pipelines.
+
+The token features of a split are a few MB even at 400k captions, so they are
+read into memory once; training shuffles and repeats them, evaluation reads
+them in order, and the count baselines see exactly the same tokens.
+"""
+
+from typing import Dict, List
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from modules import features
+from modules.model import lm_inputs_and_targets
+
+
+def schema_subset(schema: schema_pb2.Schema, keys) -> schema_pb2.Schema:
+  """The schema's features named in `keys` only, so reading parses just those
+  (with images on, each example also holds a 49k-float image tensor)."""
+  subset = schema_pb2.Schema()
+  subset.CopyFrom(schema)
+  del subset.feature[:]
+  subset.feature.extend(f for f in schema.feature if f.name in keys)
+  return subset
+
+
+def load_split(fn_args: tfx.components.FnArgs, files: List[str],
+                tft_output: tft.TFTransformOutput) -> Dict[str, np.ndarray]:
+  """Reads the token features of one split of transformed examples into
+  memory (a few MB)."""
+  keys = (features.TOKEN_IDS_KEY, features.NUM_TOKENS_KEY)
+  dataset = fn_args.data_accessor.tf_dataset_factory(
+      files,
+      tfxio.TensorFlowDatasetOptions(batch_size=4096, num_epochs=1, shuffle=False),
+      schema_subset(tft_output.transformed_metadata.schema, keys))
+  parts = {key: [] for key in keys}
+  for batch in dataset:
+    for key in keys:
+      parts[key].append(batch[key].numpy())
+  if not parts[features.TOKEN_IDS_KEY]:
+    raise ValueError(f'No transformed examples in {files}')
+  return {
+      features.TOKEN_IDS_KEY: np.concatenate(parts[features.TOKEN_IDS_KEY]),
+      features.NUM_TOKENS_KEY: np.concatenate(parts[features.NUM_TOKENS_KEY]).reshape(-1),
+  }
+
+
+def lm_dataset(split: Dict[str, np.ndarray], batch_size: int,
+                training: bool, seed: int) -> tf.data.Dataset:
+  dataset = tf.data.Dataset.from_tensor_slices(
+      (split[features.TOKEN_IDS_KEY], split[features.NUM_TOKENS_KEY]))
+  if training:
+    dataset = dataset.shuffle(len(split[features.NUM_TOKENS_KEY]), seed=seed,
+                              reshuffle_each_iteration=True).repeat()
+  dataset = dataset.batch(batch_size, drop_remainder=training)
+  return dataset.map(lm_inputs_and_targets).prefetch(tf.data.AUTOTUNE)
+
+
+def sequences(split: Dict[str, np.ndarray]) -> List[List[int]]:
+  """The kept token ids of each caption, without padding (for the baselines)."""
+  return [list(row[:n]) for row, n in
+          zip(split[features.TOKEN_IDS_KEY].tolist(), split[features.NUM_TOKENS_KEY].tolist())]

@@ -1,0 +1,153 @@
+"""The Trainer's entry point, `run_fn`: read, measure the baselines, train,
+evaluate, export. Each step is a named function; the model, its data and its
+export live in modules/model.py, modules/inputs.py and modules/export.py.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Dict, Tuple
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx import v1 as tfx
+
+from modules import baselines, constants, features
+from modules.export import export_model
+from modules.inputs import lm_dataset, load_split, sequences
+from modules.model import (EpochLogger, WarmupCosine, build_model, corpus_nll,
+                           unigram_log_probs)
+
+log = logging.getLogger('coco_captions.trainer')
+
+
+def _fit_schedule(train_steps: int, steps_per_epoch: int) -> Tuple[int, int]:
+  """Epochs and steps per epoch whose product is the requested step count
+  (rounded up to a whole epoch)."""
+  epochs = max(1, round(train_steps / max(1, steps_per_epoch)))
+  return epochs, math.ceil(train_steps / epochs)
+
+
+def num_classes_of(tft_output: tft.TFTransformOutput) -> int:
+  """The model's classes: reserved ids, the vocabulary Transform built, OOV."""
+  return constants.num_classes(tft_output.vocabulary_size_by_name(constants.VOCAB_NAME))
+
+
+def baseline_perplexities(train_seqs, eval_seqs, num_classes: int) -> Dict[str, float]:
+  """The count models the LM must beat, fitted and scored on its own tokens."""
+  start = time.time()
+  found = {
+      'unigram_add_one': baselines.unigram_perplexity(train_seqs, eval_seqs, num_classes),
+      'kneser_ney_trigram': baselines.kneser_ney_perplexity(train_seqs, eval_seqs, num_classes),
+  }
+  log.info('baselines: unigram perplexity %.2f, Kneser-Ney trigram %.2f (%.1fs)',
+           found['unigram_add_one'], found['kneser_ney_trigram'], time.time() - start)
+  return found
+
+
+@dataclasses.dataclass
+class EvalData:
+  """The whole eval split (the final, exact perplexity) and the fixed sample
+  of it scored after each epoch (so watching training costs the same at any
+  data size)."""
+  full: tf.data.Dataset
+  sample: tf.data.Dataset
+  sample_captions: int
+  is_everything: bool     # the sample is the whole split: its score is final
+
+
+def eval_data(evals: Dict[str, Any], hp: Dict[str, Any], eval_steps) -> EvalData:
+  full = lm_dataset(evals, constants.EVAL_BATCH, training=False, seed=hp['seed'])
+  if eval_steps:
+    full = full.take(eval_steps)
+  num_eval = len(evals[features.NUM_TOKENS_KEY])
+  batches = max(1, hp['epoch_eval_captions'] // constants.EVAL_BATCH)
+  captions = min(num_eval, batches * constants.EVAL_BATCH)
+  return EvalData(full, full.take(batches), captions,
+                  captions == num_eval and not eval_steps)
+
+
+def train(model, train_split: Dict[str, Any], data: EvalData, hp: Dict[str, Any],
+          train_steps: int) -> EpochLogger:
+  """Fits `model` for about `train_steps` steps, evaluating after each epoch;
+  returns the epoch log (the best epoch's weights are in the model)."""
+  epochs, steps_per_epoch = _fit_schedule(train_steps, hp['steps_per_epoch'])
+  schedule = WarmupCosine(hp['learning_rate'], hp['warmup_steps'], epochs * steps_per_epoch)
+  model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0))
+  epoch_logger = EpochLogger(data.sample, data.sample_captions, steps_per_epoch, hp['patience'])
+  start = time.time()
+  model.fit(lm_dataset(train_split, hp['batch_size'], training=True, seed=hp['seed']),
+            epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
+            callbacks=[epoch_logger])
+  epoch_logger.train_seconds = time.time() - start
+  return epoch_logger
+
+
+def final_perplexity(model, data: EvalData, epoch_logger: EpochLogger) -> float:
+  """Perplexity on the whole eval split (the best epoch's, when its sample
+  already was the whole split)."""
+  if data.is_everything:
+    return epoch_logger.history[epoch_logger.best_epoch - 1]['eval_perplexity']
+  total, count = corpus_nll(model, data.full)
+  return round(math.exp(total / max(count, 1)), 3)
+
+
+def metrics_of(eval_ppl: float, baseline_ppl: Dict[str, float], epoch_logger: EpochLogger,
+               train_seqs, eval_seqs, num_classes: int, hp: Dict[str, Any]) -> Dict[str, Any]:
+  """metrics.json: quality against the baselines, the training history, sizes."""
+  metrics = {
+      'eval_perplexity': eval_ppl,
+      'baselines': {k: round(v, 3) for k, v in baseline_ppl.items()},
+      'ratio_to_kneser_ney_trigram': round(eval_ppl / baseline_ppl['kneser_ney_trigram'], 4),
+      'ratio_to_unigram': round(eval_ppl / baseline_ppl['unigram_add_one'], 4),
+      'history': epoch_logger.history,
+      'train_seconds': round(epoch_logger.train_seconds, 1),
+      'train_steps': len(epoch_logger.history) * epoch_logger.steps_per_epoch,
+      'best_epoch': epoch_logger.best_epoch,
+      'num_train_captions': len(train_seqs),
+      'num_eval_captions': len(eval_seqs),
+      'num_eval_tokens': baselines.num_predicted(eval_seqs),
+      'num_classes': num_classes,
+      'hyperparameters': hp,
+  }
+  log.info('eval perplexity %.2f = %.2f x Kneser-Ney trigram, %.3f x unigram; '
+           'trained %d steps in %.0fs', eval_ppl, metrics['ratio_to_kneser_ney_trigram'],
+           metrics['ratio_to_unigram'], metrics['train_steps'], epoch_logger.train_seconds)
+  return metrics
+
+
+def write_metrics(metrics: Dict[str, Any], serving_model_dir: str) -> str:
+  """metrics.json next to the serving directory (Format-Serving)."""
+  path = os.path.join(os.path.dirname(serving_model_dir.rstrip('/')), constants.METRICS_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, 'w') as f:
+    json.dump(metrics, f, indent=2)
+  return path
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+  """TFX Trainer entry point: read, baselines, train, evaluate, export."""
+  hp = dict(constants.TRAINER_DEFAULTS, **(fn_args.custom_config or {}))
+  keras.utils.set_random_seed(hp['seed'])
+  tft_output = tft.TFTransformOutput(fn_args.transform_output)
+  num_classes = num_classes_of(tft_output)
+  train_split = load_split(fn_args, fn_args.train_files, tft_output)
+  evals = load_split(fn_args, fn_args.eval_files, tft_output)
+  log.info('loaded %d train / %d eval captions, %d classes',
+           len(train_split[features.NUM_TOKENS_KEY]), len(evals[features.NUM_TOKENS_KEY]),
+           num_classes)
+  train_seqs, eval_seqs = sequences(train_split), sequences(evals)
+  baseline_ppl = baseline_perplexities(train_seqs, eval_seqs, num_classes)
+  data = eval_data(evals, hp, fn_args.eval_steps)
+  model = build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
+                      output_bias=unigram_log_probs(train_split, num_classes))
+  epoch_logger = train(model, train_split, data, hp, fn_args.train_steps)
+  eval_ppl = final_perplexity(model, data, epoch_logger)
+  metrics = metrics_of(eval_ppl, baseline_ppl, epoch_logger, train_seqs, eval_seqs,
+                       num_classes, hp)
+  export_model(model, tft_output, fn_args.serving_model_dir)
+  write_metrics(metrics, fn_args.serving_model_dir)

@@ -1,0 +1,75 @@
+"""Beam pipeline arguments, keyed by runner mode (`COCO_BEAM_MODE`).
+
+- `in_memory`: DirectRunner in this process (fastest on a laptop-sized run).
+- `multi_processing`: DirectRunner with `COCO_BEAM_WORKERS` worker processes.
+- `portable`: PortableRunner against a Beam job service at
+  `COCO_BEAM_JOB_ENDPOINT` (the Job API path Flink, Spark and Dataflow Runner v2
+  use), workers in `COCO_BEAM_ENVIRONMENT` (default LOOPBACK: in this process).
+- `dataflow`: DataflowRunner on GCP; project, region and bucket from the GCP
+  settings. Code reaches the workers through the component image
+  (`--sdk_container_image`, recommended: workers then run the locked
+  dependencies) or, with `COCO_DATAFLOW_SHIP=setup_file`, through `setup.py`
+  plus `COCO_DATAFLOW_REQUIREMENTS` (see `shipping_args`).
+
+Every mode names how our code ships (`--setup_file` or an image). Without one,
+TFX builds and stages an sdist of TFX itself in every Beam component.
+"""
+
+from typing import List, Optional
+
+from pipeline.settings import SETUP_FILE, BeamSettings, GcpSettings
+
+
+def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings,
+                       mode: Optional[str] = None) -> List[str]:
+  """The `beam_pipeline_args` for one runner mode (default: `beam.mode`)."""
+  mode = mode or beam.mode
+  if mode == 'in_memory':
+    return ['--runner=DirectRunner', '--direct_running_mode=in_memory',
+            '--direct_num_workers=1', f'--setup_file={SETUP_FILE}']
+  if mode == 'multi_processing':
+    return ['--runner=DirectRunner', '--direct_running_mode=multi_processing',
+            f'--direct_num_workers={beam.workers}', f'--setup_file={SETUP_FILE}']
+  if mode == 'portable':
+    if not beam.job_endpoint:
+      raise ValueError('PortableRunner needs COCO_BEAM_JOB_ENDPOINT (host:port of a Beam job '
+                       'service)')
+    return ['--runner=PortableRunner', f'--job_endpoint={beam.job_endpoint}',
+            f'--environment_type={beam.environment}', f'--setup_file={SETUP_FILE}']
+  if mode == 'dataflow':
+    return dataflow_args(gcp)
+  raise ValueError(f'unknown Beam mode {mode!r}')
+
+
+def dataflow_args(gcp: GcpSettings) -> List[str]:
+  """DataflowRunner arguments; worker sizing from the COCO_DATAFLOW_* settings."""
+  gcp.require('project', 'gcs_root', purpose='DataflowRunner')
+  root = gcp.gcs_root.rstrip('/')
+  args = [
+      '--runner=DataflowRunner',
+      f'--project={gcp.project}',
+      f'--region={gcp.region}',
+      f'--temp_location={root}/beam/tmp',
+      f'--staging_location={root}/beam/staging',
+      f'--machine_type={gcp.dataflow_machine_type}',
+      f'--max_num_workers={gcp.dataflow_max_workers}',
+      f'--disk_size_gb={gcp.dataflow_disk_gb}',
+      '--experiments=use_runner_v2',
+  ]
+  return args + shipping_args(gcp)
+
+
+def shipping_args(gcp: GcpSettings) -> List[str]:
+  """How our code and its dependencies reach the Dataflow workers.
+
+  `image` (default): the component image, which already holds TFX 1.16 with
+  its TF/TFT/Beam, so workers install nothing. `setup_file`: the default Beam
+  worker image plus `setup.py`; setup.py pins no dependencies (on purpose, see
+  its docstring), so the workers also need COCO_DATAFLOW_REQUIREMENTS, a
+  requirements file listing the complete pinned closure (Beam downloads it with
+  `pip download --no-deps`), e.g. requirements.lock.
+  """
+  if gcp.dataflow_ship == 'image':
+    return [f'--sdk_container_image={gcp.container_image}']
+  return [f'--setup_file={SETUP_FILE}'] + (
+      [f'--requirements_file={gcp.dataflow_requirements}'] if gcp.dataflow_requirements else [])

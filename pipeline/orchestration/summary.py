@@ -1,0 +1,43 @@
+"""The lines a local run ends with, from this run's own outputs in ML Metadata:
+input checks, images, anomalies, the model and its quality (a partial run
+shows what it made)."""
+
+from typing import List
+
+from pipeline.artifacts import files, metadata
+
+
+def summary_lines(pipeline_root: str, metadata_file: str) -> List[str]:
+  run = metadata.load_run(metadata_file)
+  lines = [f'pipeline root: {pipeline_root}']
+  if run.has('CsvExampleGen', 'examples'):
+    examples = run.output('CsvExampleGen', 'examples')
+    try:
+      counts = files.input_counts(files.input_report(examples))
+      lines.append(f'input:         {counts.rejected} rows rejected, {counts.repairs} repairs '
+                   f'(listed in {files.input_report_path(examples)})')
+    except files.MissingArtifact:
+      pass   # TFX's own executor (COCO_EXAMPLEGEN=stock) writes no input report
+  if run.has('ImageExampleGen', 'dead_letter'):
+    try:
+      summary = files.image_summary(run.output('ImageExampleGen', 'dead_letter'))
+      lines.append(f'images:        {summary["summary"].split(": ", 1)[-1]}')
+    except files.MissingArtifact:
+      pass
+  if run.has('ExampleValidator', 'anomalies'):
+    found = files.anomalies(run.output('ExampleValidator', 'anomalies'))
+    listed = '; '.join(f'{split}: {", ".join(items)}' for split, items in found.items() if items)
+    lines.append(f'anomalies:     {listed or "none against the schema"}')
+  if run.has('Trainer', 'model'):
+    model = run.output('Trainer', 'model')
+    lines.append(f'model:         {files.serving_dir(model)}')
+    try:
+      m = files.metrics(model)
+      lines.append(
+          f'quality:       eval perplexity {m["eval_perplexity"]:.2f} '
+          f'(Kneser-Ney trigram {m["baselines"]["kneser_ney_trigram"]:.2f}, '
+          f'unigram {m["baselines"]["unigram_add_one"]:.2f}; '
+          f'ratio {m["ratio_to_kneser_ney_trigram"]:.2f})')
+    except files.MissingArtifact:
+      pass
+  return lines

@@ -1,0 +1,356 @@
+"""The one reader of the environment: every `COCO_*` setting, parsed once into
+one typed, immutable `Settings` object.
+
+    settings = Settings.from_env()          # at the edge: a runner or a tool
+    settings.trainer.train_steps            # everywhere else: values, never os.environ
+
+Runs are configured by environment variables because the `tfx` CLI runs the
+runner files without arguments. Each field below names its variable, its
+default and what it does; README.md's settings table lists the same names
+and defaults (tests/test_settings.py checks that). Every malformed value is
+reported at once, each error naming its variable. Settings the pipeline
+hands to an executor (the rejection limit, the vocabulary size, ...) reach
+it as component parameters or `custom_config`, so they are part of the
+component's cache key and travel to Kubeflow/Vertex in the compiled spec.
+
+Besides the settings, the paths derived from them live here (pipeline root,
+ML Metadata, report file, the gs:// layout), so no other module computes one.
+"""
+
+import dataclasses
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from modules import constants
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PIPELINE_NAME = 'coco-captions'
+ENV_PREFIX = 'COCO_'
+MODULE_FILE = os.path.join(PROJECT_DIR, 'modules', 'captions_module.py')
+SETUP_FILE = os.path.join(PROJECT_DIR, 'setup.py')
+# On Kubeflow/Vertex the code comes from the image, by dotted name.
+PREPROCESSING_FN = 'modules.preprocessing.preprocessing_fn'
+RUN_FN = 'modules.trainer.run_fn'
+
+BEAM_MODES = ('in_memory', 'multi_processing', 'portable', 'dataflow')
+EXECUTORS = ('fast', 'stock')
+KFP_FORMATS = {'json': 'pipeline.json', 'yaml': 'pipeline.yaml'}
+DATAFLOW_SHIPPING = ('image', 'setup_file')
+# Licenses (the CSV's `license` column) whose images may be used: the same two
+# as the Beam/Kubeflow COCO preprocessing example.
+ALLOWED_LICENSES = ('Attribution License', 'No known copyright restrictions')
+IMAGE_URL_LOCATION = 'url'           # image location meaning "fetch each row's url"
+IMAGE_FOLDER_PLACEHOLDER = '{folder}'  # replaced by the folder of the row's COCO URL
+DEFAULT_IMAGE = 'gcr.io/{project}/coco-captions-tfx:latest'
+REPORT_FILE = 'report.html'
+
+
+class SettingsError(ValueError):
+  """One or more settings are malformed or missing; the message names each variable."""
+
+
+# ------------------------------------------------------------------ parsers
+# Each takes the raw text of a set, non-empty variable and returns its value,
+# or raises ValueError with what was expected; `from_env` adds the name.
+def parse_text(raw: str) -> str:
+  return raw
+
+
+def parse_bool(raw: str) -> bool:
+  value = raw.strip().lower()
+  if value in ('1', 'true', 'yes', 'on'):
+    return True
+  if value in ('0', 'false', 'no', 'off'):
+    return False
+  raise ValueError('use 1 or 0')
+
+
+def parse_int(raw: str) -> int:
+  try:
+    return int(raw)
+  except ValueError:
+    raise ValueError('is not an integer') from None
+
+
+def parse_float(raw: str) -> float:
+  try:
+    return float(raw)
+  except ValueError:
+    raise ValueError('is not a number') from None
+
+
+def parse_fraction(raw: str) -> float:
+  value = parse_float(raw)
+  if not 0.0 <= value <= 1.0:
+    raise ValueError('is a fraction: between 0 and 1')
+  return value
+
+
+def parse_positive(raw: str) -> int:
+  value = parse_int(raw)
+  if value < 1:
+    raise ValueError('must be at least 1')
+  return value
+
+
+def parse_names(raw: str) -> Tuple[str, ...]:
+  """Comma-separated names, e.g. license names."""
+  return tuple(name.strip() for name in raw.split(',') if name.strip())
+
+
+def choice(*options: str) -> Callable[[str], str]:
+  def parse(raw: str) -> str:
+    if raw not in options:
+      raise ValueError(f'choose one of {", ".join(options)}')
+    return raw
+  return parse
+
+
+def setting(name: str, default: Any, parse: Callable[[str], Any], doc: str,
+            shown: Optional[str] = None) -> Any:
+  """A dataclass field read from `COCO_<name>`; `shown` is the default as the
+  README writes it, when it is not the value itself (a path, a CPU count)."""
+  return dataclasses.field(default=default, metadata={
+      'env': ENV_PREFIX + name, 'parse': parse, 'doc': doc,
+      'shown': shown if shown is not None else _show(default)})
+
+
+def _show(value: Any) -> str:
+  if value is None:
+    return 'none'
+  if isinstance(value, bool):
+    return '1' if value else '0'
+  if isinstance(value, tuple):
+    return ','.join(value)
+  return str(value)
+
+
+# ------------------------------------------------------------------ the settings
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """Where a local run reads and writes, and how it runs."""
+  data_root: str = setting('DATA_ROOT', os.path.join(PROJECT_DIR, 'data', 'captions'), parse_text,
+                           'directory of input CSVs (every file in it is read)', 'data/captions')
+  output_dir: str = setting('OUTPUT_DIR', os.path.join(PROJECT_DIR, 'tfx_pipeline_output'),
+                            parse_text, 'local pipeline outputs and ML Metadata',
+                            'tfx_pipeline_output')
+  metadata_path: Optional[str] = setting(
+      'METADATA_PATH', None, parse_text, 'SQLite ML Metadata file',
+      '<pipeline root>/metadata.db')
+  cache: bool = setting('CACHE', True, parse_bool, '0 disables the component cache')
+  run_to: Optional[str] = setting('RUN_TO', None, parse_text,
+                                  'stop after this component (a TFX partial run), e.g. `Transform`',
+                                  'the last component')
+  verbose: bool = setting('VERBOSE', False, parse_bool, '1 shows all TF/Beam/absl logs')
+  report: bool = setting('REPORT', False, parse_bool,
+                         '1 writes the run\'s HTML report (`report.html` next to the metadata) '
+                         'after the run')
+
+  @property
+  def pipeline_root(self) -> str:
+    return os.path.join(self.output_dir, PIPELINE_NAME)
+
+  @property
+  def metadata_file(self) -> str:
+    """SQLite ML Metadata lives under the pipeline root it describes; a gs://
+    root keeps it on local disk instead (SQLite cannot live on GCS)."""
+    if self.metadata_path:
+      return self.metadata_path
+    if self.pipeline_root.startswith('gs://'):
+      return os.path.join(PROJECT_DIR, 'tfx_pipeline_output', 'metadata', f'{PIPELINE_NAME}.db')
+    return os.path.join(self.pipeline_root, 'metadata.db')
+
+  @property
+  def report_file(self) -> str:
+    """The run report's default file: next to the ML Metadata it is read from."""
+    return os.path.join(os.path.dirname(self.metadata_file), REPORT_FILE)
+
+  @property
+  def log_dir(self) -> str:
+    return os.path.join(os.path.dirname(self.metadata_file), 'logs')
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamSettings:
+  """Which Beam runner the Beam components use (pipeline/beam_args.py)."""
+  mode: str = setting('BEAM_MODE', 'in_memory', choice(*BEAM_MODES),
+                      '`in_memory`, `multi_processing`, `portable`, `dataflow`')
+  workers: int = setting('BEAM_WORKERS', os.cpu_count() or 2, parse_positive,
+                         'workers for `multi_processing`', 'CPU count')
+  job_endpoint: Optional[str] = setting('BEAM_JOB_ENDPOINT', None, parse_text,
+                                        '`host:port` of a Beam job service for `portable`')
+  environment: str = setting('BEAM_ENVIRONMENT', 'LOOPBACK', parse_text,
+                             'SDK worker environment for `portable`')
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+  """Reading and checking the input, and Transform."""
+  example_gen: str = setting('EXAMPLEGEN', 'fast', choice(*EXECUTORS),
+                             "CsvExampleGen's executor: `fast` (pyarrow, with the input checks) "
+                             "or `stock` (TFX's)")
+  transform: str = setting('TRANSFORM', 'fast', choice(*EXECUTORS),
+                           "Transform's executor: `fast` (batched TFRecord I/O) or `stock` (TFX's)")
+  max_rejected: float = setting('MAX_REJECTED', 0.05, parse_fraction,
+                                'share of input rows ExampleGen may reject before the run stops')
+  vocab_size: int = setting('VOCAB_SIZE', constants.VOCAB_SIZE, parse_positive,
+                            'caption tokens with their own id (the rest share one OOV id)')
+  max_tokens: int = setting('MAX_TOKENS', constants.MAX_TOKENS, parse_positive,
+                            'tokens kept per caption (pad/truncate)')
+
+  def transform_config(self) -> Dict[str, Any]:
+    """`custom_config` of preprocessing_fn (part of Transform's cache key)."""
+    return {'vocab_size': self.vocab_size, 'max_tokens': self.max_tokens}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSettings:
+  train_steps: int = setting('TRAIN_STEPS', constants.TRAIN_STEPS, parse_positive,
+                             'training steps')
+  eval_steps: Optional[int] = setting('EVAL_STEPS', constants.EVAL_STEPS, parse_positive,
+                                      'eval batches for the final perplexity', 'the whole split')
+  batch_size: int = setting('BATCH_SIZE', constants.TRAINER_DEFAULTS['batch_size'],
+                            parse_positive, 'training batch size')
+  steps_per_epoch: int = setting('STEPS_PER_EPOCH', constants.TRAINER_DEFAULTS['steps_per_epoch'],
+                                 parse_positive, 'steps between two evaluations (an "epoch")')
+
+  def trainer_config(self) -> Dict[str, Any]:
+    """`custom_config` of run_fn (part of Trainer's cache key)."""
+    return dict(constants.TRAINER_DEFAULTS, batch_size=self.batch_size,
+                steps_per_epoch=self.steps_per_epoch)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSettings:
+  """ImageExampleGen (off by default)."""
+  enabled: bool = setting('IMAGES', False, parse_bool,
+                          '1 adds `ImageExampleGen` (images with the captions)')
+  location: Optional[str] = setting(
+      'IMAGE_DIR', None, parse_text,
+      'where images are: directory or `gs://` prefix (`{folder}` = `train2017`, `val2017`, ... '
+      "from the row's URL), or `url`")
+  size: int = setting('IMAGE_SIZE', constants.IMAGE_SIZE, parse_positive,
+                      'images are resized to this square size')
+  licenses: Tuple[str, ...] = setting('IMAGE_LICENSES', ALLOWED_LICENSES, parse_names,
+                                      'license names whose images are used')
+  http_timeout: float = setting('IMAGE_HTTP_TIMEOUT', 10.0, parse_float,
+                                'seconds per image with `COCO_IMAGE_DIR=url`', '10')
+
+
+@dataclasses.dataclass(frozen=True)
+class GcpSettings:
+  """Dataflow and Kubeflow Pipelines / Vertex AI (docs/gcp.md)."""
+  project: Optional[str] = setting('GCP_PROJECT', None, parse_text, 'project id',
+                                   'none (required)')
+  region: str = setting('GCP_REGION', 'us-central1', parse_text,
+                        'Dataflow region and Vertex location')
+  gcs_root: Optional[str] = setting('GCS_ROOT', None, parse_text,
+                                    '`gs://bucket/prefix`; everything below lives under it',
+                                    'none (required)')
+  image: Optional[str] = setting('IMAGE', None, parse_text,
+                                 'component image, also the Dataflow worker image',
+                                 DEFAULT_IMAGE.format(project='<project>'))
+  kfp_format: str = setting('KFP_FORMAT', 'json', choice(*KFP_FORMATS),
+                            '`json` (Vertex PipelineJob) or `yaml` (KFP PipelineSpec), for '
+                            '`kubeflow_runner.py`')
+  kfp_output_dir: Optional[str] = setting('KFP_OUTPUT_DIR', None, parse_text,
+                                          'where `kubeflow_runner.py` writes the file',
+                                          'current directory')
+  kfp_beam_mode: str = setting('KFP_BEAM_MODE', 'dataflow', choice(*BEAM_MODES),
+                               "Beam mode inside the components (`in_memory` runs Beam in the "
+                               "component's pod)")
+  kfp_pipeline_root: Optional[str] = setting('KFP_PIPELINE_ROOT', None, parse_text,
+                                             'pipeline outputs', '$COCO_GCS_ROOT/pipeline_root')
+  kfp_data_root: Optional[str] = setting('KFP_DATA_ROOT', None, parse_text,
+                                         'input CSV directory (every file in it is read)',
+                                         '$COCO_GCS_ROOT/data')
+  kfp_image_dir: Optional[str] = setting(
+      'KFP_IMAGE_DIR', None, parse_text,
+      'images for KFP/Vertex runs; `{folder}` is `train2017`, `val2017`, ... from each row\'s '
+      'URL; `url` fetches the URLs instead', '$COCO_GCS_ROOT/images/{folder}')
+  dataflow_machine_type: str = setting('DATAFLOW_MACHINE_TYPE', 'n1-standard-4', parse_text,
+                                       'worker machine type')
+  dataflow_max_workers: int = setting('DATAFLOW_MAX_WORKERS', 10, parse_positive,
+                                      'autoscaling limit')
+  dataflow_disk_gb: int = setting('DATAFLOW_DISK_GB', 50, parse_positive, 'worker disk')
+  dataflow_ship: str = setting('DATAFLOW_SHIP', 'image', choice(*DATAFLOW_SHIPPING),
+                               '`image` (`--sdk_container_image=$COCO_IMAGE`) or `setup_file`')
+  dataflow_requirements: Optional[str] = setting(
+      'DATAFLOW_REQUIREMENTS', None, parse_text,
+      'with `setup_file`: `--requirements_file` for the workers')
+
+  @property
+  def container_image(self) -> str:
+    return self.image or DEFAULT_IMAGE.format(project=self.project or 'PROJECT')
+
+  def require(self, *fields: str, purpose: str) -> None:
+    """Placeholders are never invented: a missing project or bucket is an
+    error at the point of use, naming every variable to set."""
+    missing = [variable(type(self), f) for f in fields if not getattr(self, f)]
+    if missing:
+      raise SettingsError(f'{purpose} needs {", ".join(missing)} to be set')
+
+  def gcs(self) -> str:
+    self.require('gcs_root', purpose='Kubeflow/Vertex and Dataflow')
+    if not self.gcs_root.startswith('gs://'):
+      raise SettingsError(f'{variable(GcpSettings, "gcs_root")} must be a gs:// path, '
+                          f'got {self.gcs_root!r}')
+    return self.gcs_root.rstrip('/')
+
+  def pipeline_root(self) -> str:
+    return self.kfp_pipeline_root or f'{self.gcs()}/pipeline_root'
+
+  def data_root(self) -> str:
+    return self.kfp_data_root or f'{self.gcs()}/data'
+
+  def image_location(self) -> str:
+    """COCO's own layout (train2017/, val2017/) under `<COCO_GCS_ROOT>/images`."""
+    return self.kfp_image_dir or f'{self.gcs()}/images/{IMAGE_FOLDER_PLACEHOLDER}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  run: RunSettings = RunSettings()
+  beam: BeamSettings = BeamSettings()
+  data: DataSettings = DataSettings()
+  trainer: TrainerSettings = TrainerSettings()
+  images: ImageSettings = ImageSettings()
+  gcp: GcpSettings = GcpSettings()
+
+  @classmethod
+  def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> 'Settings':
+    """Reads every COCO_* variable (unset or empty: the default)."""
+    environ = os.environ if environ is None else environ
+    errors: List[str] = []
+    groups = {}
+    for group in dataclasses.fields(cls):
+      values = {}
+      for field in dataclasses.fields(group.type):
+        raw = environ.get(field.metadata['env'], '')
+        if raw == '':
+          continue
+        try:
+          values[field.name] = field.metadata['parse'](raw)
+        except ValueError as error:
+          errors.append(f'{field.metadata["env"]}={raw!r} {error}')
+      groups[group.name] = group.type(**values)
+    if errors:
+      raise SettingsError('; '.join(errors))
+    return cls(**groups)
+
+  def replace(self, **groups: Dict[str, Any]) -> 'Settings':
+    """A copy with some fields changed: `replace(run={'cache': False})`."""
+    return dataclasses.replace(self, **{
+        name: dataclasses.replace(getattr(self, name), **values)
+        for name, values in groups.items()})
+
+
+def variable(group: type, field_name: str) -> str:
+  """The environment variable of a field, e.g. variable(ImageSettings, 'location')."""
+  return next(f.metadata['env'] for f in dataclasses.fields(group) if f.name == field_name)
+
+
+def documented() -> List[Tuple[str, str, str]]:
+  """(variable, default as shown, what it does) for every setting, in order."""
+  return [(f.metadata['env'], f.metadata['shown'], f.metadata['doc'])
+          for group in dataclasses.fields(Settings) for f in dataclasses.fields(group.type)]
