@@ -14,7 +14,7 @@ A missing file raises MissingArtifact naming the file and what it is.
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 from modules import constants, features
 

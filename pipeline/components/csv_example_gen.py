@@ -40,7 +40,6 @@ from tfx.utils import proto_utils
 
 from modules import constants
 from pipeline.artifacts import files
-from pipeline.csv_input import checks
 from pipeline.csv_input.encode import encode_file
 from pipeline.csv_input.reader import CsvFormatError, Plan, Problem, make_plan, summarise_file
 

@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from typing import Callable, Iterable, List, Optional, Set
+from typing import Callable, List, Optional, Set
 
 from pipeline.orchestration import console
 from pipeline.settings import PIPELINE_NAME, Settings, SettingsError
