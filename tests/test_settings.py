@@ -150,3 +150,37 @@ def test_the_environment_is_read_in_one_place():
     if rel != os.path.join('modules', '__init__.py'):
       assert "'TF_USE_LEGACY_KERAS'" not in text, f'{rel} sets TF_USE_LEGACY_KERAS'
 
+
+
+LAYERS = [  # lowest first: a module may import its own layer and those before it
+    ('modules',),
+    ('pipeline.settings',),
+    ('pipeline.artifacts',),
+    ('pipeline.csv_input',),
+    ('pipeline.images',),
+    ('pipeline.components',),
+    ('pipeline.beam_args', 'pipeline.pipeline'),
+    ('pipeline.report',),
+    ('pipeline.orchestration',),
+    ('pipeline.tools',),
+]
+
+
+def layer_of(name):
+  for index, prefixes in enumerate(LAYERS):
+    if any(name == p or name.startswith(p + '.') for p in prefixes):
+      return index
+  return None
+
+
+def test_packages_import_only_the_layers_below_them():
+  """The layering README.md "Layout" and pipeline/__init__.py describe."""
+  for path in python_files('modules', 'pipeline'):
+    name = module_name(path)
+    if name == 'pipeline':
+      continue
+    own = layer_of(name)
+    assert own is not None, f'{name} is in no layer: add it to LAYERS and the README'
+    for imported in imported_modules(path):
+      other = layer_of(imported)
+      assert other is None or other <= own, f'{name} (layer {own}) imports {imported} (layer {other})'
