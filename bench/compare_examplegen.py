@@ -11,7 +11,6 @@ executor, and EQUAL or the first differences; exits 1 when they differ.
 
 import argparse
 import collections
-import glob
 import os
 import shutil
 import sys
@@ -28,6 +27,7 @@ from tfx.proto import example_gen_pb2  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 from tfx.utils import proto_utils  # noqa: E402
 
+from pipeline.artifacts import files  # noqa: E402
 from pipeline.components import csv_example_gen  # noqa: E402
 from pipeline.pipeline import example_gen_output_config  # noqa: E402
 
@@ -57,12 +57,10 @@ def run_executor(executor_class, input_base: str, output_dir: str,
 def read_splits(uri: str) -> dict:
   """Split name -> Counter of deterministically re-serialized examples."""
   result = {}
-  for split_dir in sorted(glob.glob(os.path.join(uri, 'Split-*'))):
-    files = glob.glob(os.path.join(split_dir, '*'))
-    records = tf.data.TFRecordDataset(files, compression_type='GZIP')
-    result[os.path.basename(split_dir)] = collections.Counter(
-        tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)
-        for r in records)
+  for split in files.split_dirs(uri):
+    result[split] = collections.Counter(
+        tf.train.Example.FromString(r).SerializeToString(deterministic=True)
+        for r in files.read_records(uri, split))
   return result
 
 

@@ -11,7 +11,6 @@ the first differences; exits 1 when they differ.
 """
 
 import argparse
-import glob
 import os
 import shutil
 import subprocess
@@ -23,10 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from modules import constants  # noqa: E402
 from modules import features as keys  # noqa: E402
 from pipeline import settings  # noqa: E402
-from pipeline.artifacts import metadata  # noqa: E402
+from pipeline.artifacts import files, metadata  # noqa: E402
 
 Decoded = Dict[int, Tuple]
 
@@ -49,23 +47,21 @@ def transform_outputs(pipeline_root: str) -> Tuple[bytes, Dict[str, Decoded]]:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   store = metadata.open_store(os.path.join(pipeline_root, 'metadata.db'))
   outputs = metadata.run_outputs(store)['Transform']
-  with open(os.path.join(outputs['transform_graph'], 'transform_fn', 'assets',
-                         constants.VOCAB_NAME), 'rb') as f:
+  with open(files.vocabulary_path(outputs['transform_graph']), 'rb') as f:
     vocabulary = f.read()
   examples_uri = outputs['transformed_examples']
   splits = {}
-  for split_dir in sorted(glob.glob(os.path.join(examples_uri, 'Split-*'))):
+  for split in files.split_dirs(examples_uri):
     decoded = {}
-    files = sorted(glob.glob(os.path.join(split_dir, '*')))
-    for record in tf.data.TFRecordDataset(files, compression_type='GZIP').as_numpy_iterator():
+    for record in files.read_records(examples_uri, split):
       features = tf.train.Example.FromString(record).features.feature
       key = features[keys.TRANSFORMED_CAPTION_ID_KEY].int64_list.value[0]
       if key in decoded:
-        raise ValueError(f'{split_dir}: caption id {key} appears twice')
+        raise ValueError(f'{files.split_dir(examples_uri, split)}: caption id {key} appears twice')
       decoded[key] = tuple(
           (name, tuple(v.int64_list.value) or tuple(v.float_list.value)
            or tuple(v.bytes_list.value)) for name, v in sorted(features.items()))
-    splits[os.path.basename(split_dir)[len('Split-'):]] = decoded
+    splits[split] = decoded
   return vocabulary, splits
 
 

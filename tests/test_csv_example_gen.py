@@ -40,7 +40,7 @@ def test_fast_equals_stock(tmp_path, shards):
   write_shards(data, shards)
   expected = run_executor(stock.Executor, data, str(tmp_path / 'stock'))
   got = run_executor(csv_example_gen.Executor, data, str(tmp_path / 'fast'))
-  assert set(expected) == {'Split-train', 'Split-eval'}
+  assert set(expected) == {'train', 'eval'}
   assert sum(sum(c.values()) for c in expected.values()) == 6
   assert got == expected
 

@@ -69,8 +69,7 @@ def read_records(uri: str, split: str) -> Iterator[bytes]:
   """Serialized records of one split of an Examples artifact."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   files = split_files(uri, split)
-  for record in tf.data.TFRecordDataset(files, compression_type='GZIP'):
-    yield record.numpy()
+  yield from tf.data.TFRecordDataset(files, compression_type='GZIP').as_numpy_iterator()
 
 
 def captions(examples_uri: str) -> Dict[str, List[Tuple[int, str]]]:
