@@ -12,12 +12,11 @@ COCO_GCP_*, COCO_GCS_ROOT, COCO_IMAGE, COCO_KFP_* and COCO_DATAFLOW_*
 variables of README.md "Settings".
 """
 
-import os
 import sys
 
 from pipeline.orchestration.kubeflow import compile_pipeline
 from pipeline.pipeline import kubeflow_pipeline
-from pipeline.settings import Settings, SettingsError
+from pipeline.settings import Settings, SettingsError, under_tfx_cli
 
 if __name__ == '__main__':
   try:
@@ -26,6 +25,6 @@ if __name__ == '__main__':
   except SettingsError as error:
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
-  if not os.environ.get('VERTEX_HOME') and not os.environ.get('KUBEFLOW_HOME'):
-    print(f'wrote {path}')   # under the tfx CLI, which prints its own lines
+  if not under_tfx_cli():
+    print(f'wrote {path}')
 

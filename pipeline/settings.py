@@ -345,6 +345,13 @@ class Settings:
         for name, values in groups.items()})
 
 
+def under_tfx_cli(environ: Optional[Mapping[str, str]] = None) -> bool:
+  """True when the `tfx` CLI runs a runner file (it sets its engine's home
+  directory), which prints its own lines."""
+  environ = os.environ if environ is None else environ
+  return bool(environ.get('VERTEX_HOME') or environ.get('KUBEFLOW_HOME'))
+
+
 def variable(group: type, field_name: str) -> str:
   """The environment variable of a field, e.g. variable(ImageSettings, 'location')."""
   return next(f.metadata['env'] for f in dataclasses.fields(group) if f.name == field_name)
