@@ -36,12 +36,19 @@ def test_model_ties_weights_and_never_predicts_padding():
   np.testing.assert_allclose(lm.output_bias.numpy(), bias)
 
 
-def test_training_step_lowers_loss_on_a_tiny_corpus():
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_training_step_lowers_loss_on_a_tiny_corpus(seed):
+  """The loss after training, not the epoch's running mean (which averages in
+  the first steps and sat right at the bar on some seeds)."""
+  model.keras.utils.set_random_seed(seed)
   lm = model.build_model(num_classes=8, embed_dim=8, gru_units=8, dropout=0.0)
   lm.compile(optimizer=model.keras.optimizers.Adam(0.05))
   inputs, targets = model.lm_inputs_and_targets(tf.constant([[2, 3, 4, 0]] * 8), tf.constant([3] * 8))
-  history = lm.fit(tf.data.Dataset.from_tensors((inputs, targets)).repeat(30), verbose=0)
-  assert history.history['loss'][-1] < 0.5 * np.log(7)
+  before = float(tf.reduce_mean(lm.predicted_nll(inputs, targets)))
+  lm.fit(tf.data.Dataset.from_tensors((inputs, targets)).repeat(30), verbose=0)
+  after = float(tf.reduce_mean(lm.predicted_nll(inputs, targets)))
+  assert before > 0.8 * np.log(7)        # starts near uniform over the 7 predictable classes
+  assert after < 0.25 * np.log(7)
 
 
 def test_warmup_cosine_schedule():
