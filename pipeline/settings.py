@@ -338,12 +338,6 @@ class Settings:
       raise SettingsError('; '.join(errors))
     return cls(**groups)
 
-  def replace(self, **groups: Dict[str, Any]) -> 'Settings':
-    """A copy with some fields changed: `replace(run={'cache': False})`."""
-    return dataclasses.replace(self, **{
-        name: dataclasses.replace(getattr(self, name), **values)
-        for name, values in groups.items()})
-
 
 def under_tfx_cli(environ: Optional[Mapping[str, str]] = None) -> bool:
   """True when the `tfx` CLI runs a runner file (it sets its engine's home
