@@ -23,6 +23,7 @@ def test_pipeline_create_and_run_create_local(pipeline_run, tmp_path):
   """Reuses the shared run's outputs, so `tfx run create` is a fully cached run."""
   env = dict(os.environ, LOCAL_HOME=str(tmp_path / 'local_home'),
              COCO_OUTPUT_DIR=pipeline_run.output_dir,
+             COCO_DATA_ROOT=pipeline_run.env['COCO_DATA_ROOT'],
              COCO_TRAIN_STEPS=pipeline_run.env['COCO_TRAIN_STEPS'],
              COCO_STEPS_PER_EPOCH=pipeline_run.env['COCO_STEPS_PER_EPOCH'])
   created = tfx_cli(['pipeline', 'create', '--engine', 'local',

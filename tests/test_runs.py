@@ -24,7 +24,7 @@ UPSTREAM = ['CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator']
 
 
 def env_for(output_dir):
-  return dict(os.environ, COCO_OUTPUT_DIR=str(output_dir),
+  return dict(os.environ, COCO_OUTPUT_DIR=str(output_dir), COCO_DATA_ROOT=DATA_ROOT,
               COCO_TRAIN_STEPS=str(E2E_TRAIN_STEPS), COCO_STEPS_PER_EPOCH='30')
 
 
