@@ -88,6 +88,12 @@ def _dense_column(tensor: Any, default: Any) -> tf.Tensor:
   return tf.reshape(tensor, [-1])
 
 
+# Ids passed through when the raw data has them (the pipeline's CSV does; the
+# Beam docs' standalone example feeds captions alone).
+_PASSTHROUGH_IDS = ((features.IMAGE_ID_KEY, features.TRANSFORMED_IMAGE_ID_KEY),
+                    (features.CAPTION_ID_KEY, features.TRANSFORMED_CAPTION_ID_KEY))
+
+
 def preprocessing_fn(inputs: Dict[str, Any],
                      custom_config: Optional[Dict[str, Any]] = None
                      ) -> Dict[str, tf.Tensor]:
@@ -99,7 +105,8 @@ def preprocessing_fn(inputs: Dict[str, Any],
     num_tokens:   int64; tokens kept after truncation (the model's target count).
     length_ratio: float32; untruncated token count / mean count over the
                   analysed (train) data, a full-pass statistic.
-    image_id, caption_id: passed through for joins and the split check.
+    image_id, caption_id: passed through for joins and the split check, when
+                  the raw data has them (a caption-only input has neither).
     image:        float32 [IMAGE_SIZE, IMAGE_SIZE, 3] in [0, 1], only when the
                   raw examples carry images (ImageExampleGen's output).
   """
@@ -123,11 +130,10 @@ def preprocessing_fn(inputs: Dict[str, Any],
       features.TOKEN_IDS_KEY: token_ids,
       features.NUM_TOKENS_KEY: kept.row_lengths(),
       features.LENGTH_RATIO_KEY: full_length / tft.mean(full_length),
-      features.TRANSFORMED_IMAGE_ID_KEY: _dense_column(
-          inputs[features.IMAGE_ID_KEY], default=tf.constant(-1, tf.int64)),
-      features.TRANSFORMED_CAPTION_ID_KEY: _dense_column(
-          inputs[features.CAPTION_ID_KEY], default=tf.constant(-1, tf.int64)),
   }
+  for raw_key, key in _PASSTHROUGH_IDS:
+    if raw_key in inputs:
+      outputs[key] = _dense_column(inputs[raw_key], default=tf.constant(-1, tf.int64))
   if features.IMAGE_KEY in inputs:
     outputs[features.TRANSFORMED_IMAGE_KEY] = normalized_images(
         _dense_column(inputs[features.IMAGE_KEY], default=''),

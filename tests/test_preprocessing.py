@@ -84,6 +84,25 @@ def test_sparse_caption_column_and_empty_caption():
   assert list(out[1][features.TOKEN_IDS_KEY]) == [0, 0, 0, 0]
 
 
+def test_beam_docs_standalone_snippet_captions_alone():
+  """The Apache Beam docs' own check of preprocessing_fn: three captions, a
+  feature spec of `caption` alone (a scalar string), default config. There
+  are no ids to pass through, so none come out (it raised KeyError: 'image_id')."""
+  raw_data = [{'caption': 'A bicycle replica with a clock as the front wheel.'},
+              {'caption': 'A black Honda motorcycle parked in front of a garage.'},
+              {'caption': 'A room with blue walls and a white sink and door.'}]
+  feature_spec = dict(caption=tf.io.FixedLenFeature([], tf.string))
+  metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(feature_spec))
+  with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
+    (transformed, _), _ = (
+        (raw_data, metadata) | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn))
+  assert sorted(transformed[0]) == [
+      features.LENGTH_RATIO_KEY, features.NUM_TOKENS_KEY, features.TOKEN_IDS_KEY]
+  assert [int(r[features.NUM_TOKENS_KEY]) for r in transformed] == [10, 10, 11]
+  assert all(len(r[features.TOKEN_IDS_KEY]) == constants.MAX_TOKENS for r in transformed)
+  assert np.isclose(np.mean([r[features.LENGTH_RATIO_KEY] for r in transformed]), 1.0)
+
+
 @pytest.mark.parametrize('raw, clean', [
     ('A Man riding a horse.', 'a man riding a horse'),
     ("The man's  dog\n", 'the mans dog'),
