@@ -14,17 +14,30 @@ variables of README.md "Settings".
 
 import sys
 
-from pipeline.orchestration.kubeflow import compile_pipeline
-from pipeline.pipeline import kubeflow_pipeline
 from pipeline.settings import Settings, SettingsError, under_tfx_cli
 
-if __name__ == '__main__':
+
+def main() -> int:
   try:
     settings = Settings.from_env()
+    settings.gcp.require('project', 'gcs_root', purpose='Compiling for Kubeflow/Vertex')
+  except SettingsError as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 2
+  from pipeline.orchestration import console  # pylint: disable=g-import-not-at-top
+  if not settings.run.verbose:
+    console.quiet_libraries()
+  from pipeline.orchestration.kubeflow import compile_pipeline  # pylint: disable=g-import-not-at-top
+  from pipeline.pipeline import kubeflow_pipeline  # pylint: disable=g-import-not-at-top
+  try:
     path = compile_pipeline(kubeflow_pipeline(settings), settings)
   except SettingsError as error:
     print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
+    return 2
   if not under_tfx_cli():
     print(f'wrote {path}')
+  return 0
 
+
+if __name__ == '__main__':
+  sys.exit(main())

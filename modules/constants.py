@@ -47,3 +47,11 @@ EVAL_BATCH = 512
 SCORE_SIGNATURE = 'score_captions'     # raw caption strings -> scores
 SERVING_SIGNATURE = 'serving_default'  # serialized tf.Examples -> scores
 METRICS_FILE = 'metrics.json'          # the Trainer's metrics, next to Format-Serving
+TRANSFORM_SIGNATURE = 'transformed_features'  # serialized tf.Examples -> slice features (TFMA)
+# What both scoring signatures return per caption.
+LOG_LIKELIHOOD_OUTPUT = 'log_likelihood'
+PERPLEXITY_OUTPUT = 'perplexity'
+PREDICTED_TOKENS_OUTPUT = 'num_predicted_tokens'
+KNESER_NEY_OUTPUT = 'kneser_ney_trigram_perplexity'  # the Trainer's same-split baseline
+# Evaluation slices by caption length in kept tokens: (upper bound, name).
+LENGTH_BUCKETS = ((8, '<=8'), (12, '9-12'), (None, '>=13'))

@@ -1,6 +1,12 @@
 """Export: a plain TF SavedModel carrying the transform graph, so it answers
 raw caption strings (and serialized tf.Examples) with TensorFlow alone.
 
+Besides each caption's scores, both scoring signatures return the
+Kneser-Ney trigram perplexity the Trainer measured on the same split: the
+model carries the baseline it must beat, which is how the Evaluator's gate
+(modules/evaluation.py) learns it. A third signature, `transformed_features`,
+gives TFMA the caption-length slice of each example.
+
 As in the TFX penguin template, the serving functions attach the TFT layer:
 what the model is served is what it was trained on, preprocessing included.
 """
@@ -28,6 +34,8 @@ def _raw_features(captions: tf.Tensor, raw_spec: Dict[str, Any]) -> Dict[str, An
              features.CAPTION_ID_KEY: zeros}
   raw = {}
   for key, values in columns.items():
+    if key not in raw_spec:
+      continue
     if isinstance(raw_spec[key], tf.io.VarLenFeature):
       indices = tf.stack([tf.range(n), tf.zeros([n], tf.int64)], axis=1)
       raw[key] = tf.SparseTensor(indices, values, [n, 1])
@@ -42,6 +50,8 @@ def _serving_parse_spec(raw_spec: Dict[str, Any]) -> Dict[str, Any]:
   defaults = {features.CAPTION_KEY: '', features.IMAGE_ID_KEY: 0, features.CAPTION_ID_KEY: 0}
   spec = {}
   for key, default in defaults.items():
+    if key not in raw_spec:
+      continue
     feature = raw_spec[key]
     if isinstance(feature, tf.io.FixedLenFeature):
       feature = tf.io.FixedLenFeature(feature.shape, feature.dtype,
@@ -50,16 +60,28 @@ def _serving_parse_spec(raw_spec: Dict[str, Any]) -> Dict[str, Any]:
   return spec
 
 
+def length_buckets(num_tokens: tf.Tensor) -> tf.Tensor:
+  """[batch] kept token counts -> [batch] names of constants.LENGTH_BUCKETS."""
+  num_tokens = tf.reshape(tf.cast(num_tokens, tf.int64), [-1])
+  names = tf.constant([name for _, name in constants.LENGTH_BUCKETS])
+  index = tf.zeros_like(num_tokens)
+  for bound, _ in constants.LENGTH_BUCKETS[:-1]:
+    index += tf.cast(num_tokens > bound, tf.int64)
+  return tf.gather(names, index)
+
+
 def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
-                 export_dir: str) -> None:
-  """Saves a SavedModel with the transform graph and two signatures.
+                 export_dir: str, kneser_ney_perplexity: float) -> None:
+  """Saves a SavedModel with the transform graph and three signatures.
 
   `score_captions`: raw caption strings -> log-likelihood and perplexity.
   `serving_default`: serialized tf.Examples (as CsvExampleGen writes them).
+  `transformed_features`: serialized tf.Examples -> the length slice (TFMA).
   """
   model.tft_layer = tft_output.transform_features_layer()
   raw_spec = tft_output.raw_feature_spec()
   parse_spec = _serving_parse_spec(raw_spec)
+  baseline = tf.constant(kneser_ney_perplexity, tf.float32)
 
   def score_transformed(transformed):
     inputs, targets = lm_inputs_and_targets(
@@ -68,9 +90,10 @@ def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
     total = tf.reduce_sum(nll, axis=1)
     count = tf.reduce_sum(mask, axis=1)
     return {
-        'log_likelihood': -total,
-        'perplexity': tf.exp(total / count),
-        'num_predicted_tokens': tf.cast(count, tf.int64),
+        constants.LOG_LIKELIHOOD_OUTPUT: -total,
+        constants.PERPLEXITY_OUTPUT: tf.exp(total / count),
+        constants.PREDICTED_TOKENS_OUTPUT: tf.cast(count, tf.int64),
+        constants.KNESER_NEY_OUTPUT: tf.fill(tf.shape(total), baseline),
     }
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='captions')])
@@ -82,7 +105,13 @@ def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
     parsed = tf.io.parse_example(serialized, parse_spec)
     return score_transformed(model.tft_layer(parsed))
 
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  def transformed_features(serialized):
+    transformed = model.tft_layer(tf.io.parse_example(serialized, parse_spec))
+    return {features.LENGTH_BUCKET_KEY: length_buckets(transformed[features.NUM_TOKENS_KEY])}
+
   tf.saved_model.save(model, export_dir, signatures={
       constants.SERVING_SIGNATURE: serve_examples,
       constants.SCORE_SIGNATURE: score_captions,
+      constants.TRANSFORM_SIGNATURE: transformed_features,
   })

@@ -27,3 +27,8 @@ LENGTH_RATIO_KEY = 'length_ratio'   # caption length / mean length (full pass)
 TRANSFORMED_IMAGE_ID_KEY = 'image_id'
 TRANSFORMED_CAPTION_ID_KEY = 'caption_id'
 TRANSFORMED_IMAGE_KEY = 'image'     # float32 [image_size, image_size, 3] in [0, 1] (images on)
+
+# ---------------------------------------------------------------- evaluation slices
+# What the exported `transformed_features` signature returns for TFMA's slicing
+# (the license slice is the raw LICENSE_KEY column).
+LENGTH_BUCKET_KEY = 'length_bucket'  # a constants.LENGTH_BUCKETS name per caption

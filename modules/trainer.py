@@ -149,5 +149,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
   eval_ppl = final_perplexity(model, data, epoch_logger)
   metrics = metrics_of(eval_ppl, baseline_ppl, epoch_logger, train_seqs, eval_seqs,
                        num_classes, hp)
-  export_model(model, tft_output, fn_args.serving_model_dir)
+  export_model(model, tft_output, fn_args.serving_model_dir,
+               kneser_ney_perplexity=baseline_ppl['kneser_ney_trigram'])
   write_metrics(metrics, fn_args.serving_model_dir)

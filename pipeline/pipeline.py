@@ -1,5 +1,6 @@
 """The TFX pipeline: CsvExampleGen (-> ImageExampleGen) -> StatisticsGen -> SchemaGen ->
-ExampleValidator, Transform -> Trainer.
+ExampleValidator, Transform -> Trainer -> Evaluator (against the latest blessed
+model) -> Pusher.
 
 `create_pipeline` reads top to bottom like the DAG it builds and takes plain
 values; nothing here reads the environment or knows which orchestrator runs
@@ -18,7 +19,8 @@ from tfx.dsl.components.base import executor_spec
 from modules import constants, features
 from pipeline import settings as settings_lib
 from pipeline.beam_args import beam_pipeline_args
-from pipeline.components import csv_example_gen, transform_executor
+from pipeline import evaluation
+from pipeline.components import csv_example_gen, pusher as local_pusher, transform_executor
 from pipeline.components.image_example_gen import ImageExampleGen
 
 # Split by image so the captions of one image never straddle train and eval.
@@ -67,6 +69,26 @@ def use_transform_executor(transform: tfx.components.Transform, name: str) -> No
     raise ValueError(f'unknown Transform executor {name!r}; choose fast or stock')
 
 
+def pusher(model, blessing, serving_model_dir: Optional[str],
+           vertex_config: Optional[Dict[str, Any]]):
+  """Pusher of a blessed model: to a local directory in TensorFlow Serving's
+  layout (`<serving_model_dir>/<version>/saved_model.pb`; the executor skips a
+  model that already is the newest version), or to Vertex AI (Model Registry
+  and an endpoint) with TFX's Vertex pusher and `vertex_config` as its
+  custom_config."""
+  if (serving_model_dir is None) == (vertex_config is None):
+    raise ValueError('Give either serving_model_dir or vertex_config.')
+  if vertex_config is not None:
+    return tfx.extensions.google_cloud_ai_platform.Pusher(
+        model=model, model_blessing=blessing, custom_config=vertex_config)
+  local = tfx.components.Pusher(
+      model=model, model_blessing=blessing,
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
+  local.executor_spec = executor_spec.ExecutorClassSpec(local_pusher.Executor)
+  return local
+
+
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
@@ -90,6 +112,9 @@ def create_pipeline(
     image_size: int = constants.IMAGE_SIZE,
     image_licenses: Sequence[str] = settings_lib.ALLOWED_LICENSES,
     image_http_timeout: float = 10.0,
+    serving_model_dir: Optional[str] = None,
+    vertex_push_config: Optional[Dict[str, Any]] = None,
+    bless_margin: float = 0.01,
 ) -> tfx.dsl.Pipeline:
   """Builds the pipeline.
 
@@ -101,6 +126,9 @@ def create_pipeline(
   `images` adds ImageExampleGen after CsvExampleGen: its image-caption
   Examples, read from `image_location` at `image_size`, are what
   StatisticsGen, Transform and the rest see; the split stays CsvExampleGen's.
+
+  A blessed model (pipeline/evaluation.py) is pushed to `serving_model_dir`
+  or, given `vertex_push_config`, to Vertex AI.
   """
   if module_file and not (preprocessing_fn or run_fn):
     transform_code = trainer_code = {'module_file': module_file}
@@ -157,11 +185,33 @@ def create_pipeline(
       custom_config=trainer_config or dict(constants.TRAINER_DEFAULTS),
       **trainer_code)
 
+  # The baseline a candidate must not be worse than: the newest model an
+  # earlier run blessed (none on a first run).
+  latest_blessed = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('latest_blessed_model_resolver')
+
+  # Perplexity from the served model's own outputs on the raw eval split,
+  # overall and sliced; the blessing is the gate of pipeline/evaluation.py.
+  evaluator = tfx.components.Evaluator(
+      examples=examples,
+      model=trainer.outputs['model'],
+      baseline_model=latest_blessed.outputs['model'],
+      schema=schema_gen.outputs['schema'],
+      example_splits=[evaluation.EVAL_SPLIT],
+      eval_config=evaluation.eval_config(bless_margin))
+
+  model_pusher = pusher(trainer.outputs['model'], evaluator.outputs['blessing'],
+                        serving_model_dir, vertex_push_config)
+
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
       components=[c for c in (csv_gen, image_gen, statistics_gen, schema_gen,
-                              example_validator, transform, trainer) if c is not None],
+                              example_validator, transform, trainer, latest_blessed,
+                              evaluator, model_pusher) if c is not None],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],
@@ -182,6 +232,7 @@ def _common_args(settings: settings_lib.Settings) -> Dict[str, Any]:
       image_size=settings.images.size,
       image_licenses=settings.images.licenses,
       image_http_timeout=settings.images.http_timeout,
+      bless_margin=settings.serving.bless_margin,
   )
 
 
@@ -198,6 +249,7 @@ def local_pipeline(settings: settings_lib.Settings) -> tfx.dsl.Pipeline:
       enable_cache=settings.run.cache,
       beam_pipeline_args=beam_pipeline_args(settings.beam, settings.gcp),
       image_location=settings.images.location,
+      serving_model_dir=settings.serving.model_dir(settings.run),
       **_common_args(settings))
 
 
@@ -214,4 +266,22 @@ def kubeflow_pipeline(settings: settings_lib.Settings) -> tfx.dsl.Pipeline:
       run_fn=settings_lib.RUN_FN,
       beam_pipeline_args=beam_pipeline_args(settings.beam, gcp, gcp.kfp_beam_mode),
       image_location=gcp.image_location() if settings.images.enabled else None,
+      vertex_push_config=vertex_push_config(gcp),
       **_common_args(settings))
+
+
+def vertex_push_config(gcp: settings_lib.GcpSettings) -> Dict[str, Any]:
+  """custom_config of TFX's Vertex pusher: upload the blessed model to the
+  Model Registry and deploy it to the configured endpoint."""
+  vertex = tfx.extensions.google_cloud_ai_platform
+  gcp.require('project', purpose='Pushing to Vertex AI')
+  return {
+      vertex.ENABLE_VERTEX_KEY: True,
+      vertex.VERTEX_REGION_KEY: gcp.region,
+      vertex.VERTEX_CONTAINER_IMAGE_URI_KEY: gcp.vertex_serving_image,
+      vertex.SERVING_ARGS_KEY: {
+          'project_id': gcp.project,
+          'endpoint_name': gcp.vertex_endpoint,
+          'machine_type': gcp.vertex_machine_type,
+      },
+  }

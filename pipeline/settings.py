@@ -43,6 +43,9 @@ IMAGE_URL_LOCATION = 'url'           # image location meaning "fetch each row's 
 IMAGE_FOLDER_PLACEHOLDER = '{folder}'  # replaced by the folder of the row's COCO URL
 DEFAULT_IMAGE = 'gcr.io/{project}/coco-captions-tfx:latest'
 REPORT_FILE = 'report.html'
+SERVING_MODEL_NAME = PIPELINE_NAME   # the model's name in the serving layout and on Vertex AI
+# Google's prebuilt TensorFlow 2.16 CPU prediction container (Vertex AI).
+VERTEX_SERVING_IMAGE = 'us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest'
 
 
 class SettingsError(ValueError):
@@ -221,6 +224,26 @@ class TrainerSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServingSettings:
+  """Evaluator's blessing and where Pusher puts a blessed model."""
+  bless_margin: float = setting(
+      'BLESS_MARGIN', 0.01, parse_fraction,
+      "how much higher (relative) a candidate's eval perplexity may be than the latest blessed "
+      "model's and still be blessed")
+  serving_dir: Optional[str] = setting(
+      'SERVING_DIR', None, parse_text,
+      "local serving root: blessed models go to `<root>/coco-captions/<version>/` "
+      "(TensorFlow Serving's layout)", '$COCO_OUTPUT_DIR/serving')
+
+  def serving_root(self, run: 'RunSettings') -> str:
+    return self.serving_dir or os.path.join(run.output_dir, 'serving')
+
+  def model_dir(self, run: 'RunSettings') -> str:
+    """Pusher's base directory: one numbered version directory per push."""
+    return os.path.join(self.serving_root(run), SERVING_MODEL_NAME)
+
+
+@dataclasses.dataclass(frozen=True)
 class ImageSettings:
   """ImageExampleGen (off by default)."""
   enabled: bool = setting('IMAGES', False, parse_bool,
@@ -275,6 +298,13 @@ class GcpSettings:
   dataflow_disk_gb: int = setting('DATAFLOW_DISK_GB', 50, parse_positive, 'worker disk')
   dataflow_ship: str = setting('DATAFLOW_SHIP', 'image', choice(*DATAFLOW_SHIPPING),
                                '`image` (`--sdk_container_image=$COCO_IMAGE`) or `setup_file`')
+  vertex_endpoint: str = setting('VERTEX_ENDPOINT', SERVING_MODEL_NAME, parse_text,
+                                 'Vertex AI endpoint the Pusher deploys a blessed model to '
+                                 '(created if absent; the model is also in the Model Registry)')
+  vertex_serving_image: str = setting('VERTEX_SERVING_IMAGE', VERTEX_SERVING_IMAGE, parse_text,
+                                      "Vertex AI prediction container for the model")
+  vertex_machine_type: str = setting('VERTEX_MACHINE_TYPE', 'n1-standard-2', parse_text,
+                                     'machine type of the endpoint\'s replicas')
   dataflow_requirements: Optional[str] = setting(
       'DATAFLOW_REQUIREMENTS', None, parse_text,
       'with `setup_file`: `--requirements_file` for the workers')
@@ -314,6 +344,7 @@ class Settings:
   beam: BeamSettings = BeamSettings()
   data: DataSettings = DataSettings()
   trainer: TrainerSettings = TrainerSettings()
+  serving: ServingSettings = ServingSettings()
   images: ImageSettings = ImageSettings()
   gcp: GcpSettings = GcpSettings()
 

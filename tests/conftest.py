@@ -85,5 +85,7 @@ def pipeline_run(tmp_path_factory) -> PipelineRun:
 
 
 # The default DAG's nodes, in order (tests/test_pipeline.py checks the pipeline builds these).
-COMPONENTS = ['CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform',
-              'Trainer']
+# The resolver has no upstream node, so TFX's topological order puts it second.
+RESOLVER = 'latest_blessed_model_resolver'
+COMPONENTS = ['CsvExampleGen', RESOLVER, 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
+              'Transform', 'Trainer', 'Evaluator', 'Pusher']

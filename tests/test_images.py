@@ -489,7 +489,7 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
   store = metadata.open_store(run_settings.metadata_file)
   runs = metadata.component_runs(store)
   # tests/test_pipeline.py checks the pipeline builds this order
-  assert [r.component for r in runs] == COMPONENTS[:1] + ['ImageExampleGen'] + COMPONENTS[1:]
+  assert [r.component for r in runs] == COMPONENTS[:2] + ['ImageExampleGen'] + COMPONENTS[2:]
   assert {r.state for r in runs} == {'COMPLETE'}
 
   ids_of = lambda path: {int(r['id']) for r in rows if r['folder'] == path.parent.name

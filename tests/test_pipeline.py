@@ -10,12 +10,12 @@ from pipeline.components import csv_example_gen
 from pipeline.orchestration import local
 from pipeline.pipeline import create_pipeline, example_gen_output_config, local_pipeline
 from pipeline.settings import Settings, SettingsError
-from tests.conftest import COMPONENTS
+from tests.conftest import COMPONENTS, RESOLVER
 
 
 def build(**kwargs):
   args = dict(pipeline_name='t', pipeline_root='/tmp/root', data_root='/tmp/data',
-              module_file=settings.MODULE_FILE)
+              module_file=settings.MODULE_FILE, serving_model_dir='/tmp/serving')
   args.update(kwargs)
   return create_pipeline(**args)
 
@@ -37,7 +37,7 @@ def test_images_switch_adds_image_example_gen_after_csv_example_gen():
   from pipeline.components.image_example_gen import ImageExampleGen
   assert 'ImageExampleGen' not in [c.id for c in build().components]
   p = build(images=True, image_location='/images/{folder}', image_size=32)
-  assert [c.id for c in p.components] == COMPONENTS[:1] + ['ImageExampleGen'] + COMPONENTS[1:]
+  assert [c.id for c in p.components] == COMPONENTS[:2] + ['ImageExampleGen'] + COMPONENTS[2:]
   by_id = {c.id: c for c in p.components}
   assert isinstance(by_id['ImageExampleGen'], ImageExampleGen)
   assert {u.id for u in by_id['ImageExampleGen'].upstream_nodes} == {'CsvExampleGen'}
@@ -46,10 +46,10 @@ def test_images_switch_adds_image_example_gen_after_csv_example_gen():
   props = by_id['ImageExampleGen'].exec_properties
   assert props['image_location'] == '/images/{folder}' and props['image_size'] == 32
   assert '"image_size": 32' in by_id['Transform'].exec_properties['custom_config']
-  assert 'image_size' not in build().components[-2].exec_properties['custom_config']
+  assert 'image_size' not in {c.id: c for c in build().components}['Transform'].exec_properties['custom_config']
   p = from_env(IMAGES='1', IMAGE_DIR='gs://bucket/images')
-  assert p.components[1].id == 'ImageExampleGen'
-  assert p.components[1].exec_properties['image_location'] == 'gs://bucket/images'
+  assert p.components[2].id == 'ImageExampleGen'
+  assert p.components[2].exec_properties['image_location'] == 'gs://bucket/images'
   with pytest.raises(ValueError, match='COCO_IMAGE_DIR'):
     from_env(IMAGES='1')
 
@@ -139,15 +139,17 @@ def test_dataflow_args_need_project_and_bucket():
 
 def test_partial_run_setting_is_checked_against_the_pipelines_nodes():
   p = build()
-  assert local.last_node(p, None) == 'Trainer'
+  assert local.last_node(p, None) == 'Pusher'
   assert local.last_node(p, 'Transform') == 'Transform'
-  with pytest.raises(SettingsError, match="COCO_RUN_TO='Pusher'; choose one of CsvExampleGen, "):
-    local.last_node(p, 'Pusher')
+  with pytest.raises(SettingsError, match="COCO_RUN_TO='InfraValidator'; choose one of CsvExampleGen, "):
+    local.last_node(p, 'InfraValidator')
 
 
 def test_a_partial_run_counts_only_what_it_runs():
   p = build()
   assert local.nodes_to_run(p, 'Transform') == {
       'CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'Transform'}
-  assert local.nodes_to_run(p, 'Trainer') == set(COMPONENTS) - {'ExampleValidator'}
+  assert local.nodes_to_run(p, 'Trainer') == set(COMPONENTS) - {
+      'ExampleValidator', RESOLVER, 'Evaluator', 'Pusher'}
+  assert local.nodes_to_run(p, 'Pusher') == set(COMPONENTS) - {'ExampleValidator'}
   assert len(local.nodes_to_run(p, 'ExampleValidator')) == 4

@@ -159,7 +159,7 @@ LAYERS = [  # lowest first: a module may import its own layer and those before i
     ('pipeline.csv_input',),
     ('pipeline.images',),
     ('pipeline.components',),
-    ('pipeline.beam_args', 'pipeline.pipeline'),
+    ('pipeline.beam_args', 'pipeline.evaluation', 'pipeline.pipeline'),
     ('pipeline.report',),
     ('pipeline.orchestration',),
     ('pipeline.tools',),

@@ -49,7 +49,8 @@ def test_an_empty_split_still_gets_one_empty_file(tmp_path):
 def test_the_pipeline_uses_it_by_default_and_stock_on_request():
   from pipeline.pipeline import create_pipeline  # pylint: disable=g-import-not-at-top
   def transform(**kwargs):
-    p = create_pipeline('t', '/tmp/root', '/tmp/data', module_file=__file__, **kwargs)
+    p = create_pipeline('t', '/tmp/root', '/tmp/data', module_file=__file__,
+                        serving_model_dir='/tmp/serving', **kwargs)
     return [c for c in p.components if c.id == 'Transform'][0]
   assert transform().executor_spec.executor_class is transform_executor.Executor
   assert 'tfx.components.transform' in transform(

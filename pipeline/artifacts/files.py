@@ -4,7 +4,9 @@ The one module that knows file names inside artifacts: TFX's split
 directories (`Split-<name>`), gzipped TFRecord examples, StatisticsGen's
 FeatureStats.pb, SchemaGen's schema.pbtxt, ExampleValidator's SchemaDiff.pb,
 Transform's vocabulary, the Trainer's serving directory and metrics.json,
-ExampleGen's input report and ImageExampleGen's dead letter and summary.
+Evaluator's metrics and validation (TFMA's files) and blessing, the serving
+layout Pusher writes, ExampleGen's input report and ImageExampleGen's dead
+letter and summary.
 Everything that reads or writes one of these imports the name from here.
 
 Local paths and gs:// alike (TensorFlow's file system), except where noted.
@@ -164,7 +166,109 @@ def score_captions(model_dir: str, texts: Sequence[str]) -> List[Tuple[float, fl
   require_file(os.path.join(model_dir, 'saved_model.pb'), 'the exported model')
   scorer = tf.saved_model.load(model_dir).signatures[constants.SCORE_SIGNATURE]
   out = scorer(captions=tf.constant(list(texts)))
-  return list(zip(out['perplexity'].numpy().tolist(), out['log_likelihood'].numpy().tolist()))
+  return list(zip(out[constants.PERPLEXITY_OUTPUT].numpy().tolist(),
+                  out[constants.LOG_LIKELIHOOD_OUTPUT].numpy().tolist()))
+
+
+# ------------------------------------------------------------------ Evaluator and Pusher
+CANDIDATE, BASELINE = 'candidate', 'baseline'   # TFX's model names when there is a baseline
+BLESSED_FILE = 'BLESSED'                        # Evaluator: in the blessing artifact's directory
+
+
+@dataclasses.dataclass
+class Failure:
+  """One threshold a candidate missed."""
+  metric: str
+  value: float
+  threshold: str        # e.g. '<= 1', 'at most 1% above the baseline'
+
+
+@dataclasses.dataclass
+class Evaluation:
+  """What Evaluator found: metrics per slice for the candidate (and the
+  baseline model, when there was one) and the validation outcome."""
+  slices: Dict[str, Dict[str, float]]            # slice name ('' = all) -> candidate's metrics
+  baseline: Dict[str, float]                      # the baseline model's, whole split ({}: none)
+  blessed: bool
+  failures: List[Failure]
+
+  @property
+  def overall(self) -> Dict[str, float]:
+    return self.slices.get('', {})
+
+  def decision(self) -> str:
+    """One line: blessed, or why not (each missed metric, its value and the
+    threshold), in the metric names of modules/evaluation.py."""
+    ppl = self.overall.get('perplexity', float('nan'))
+    if self.blessed:
+      against = (f"; latest blessed model {self.baseline['perplexity']:.2f}"
+                 if 'perplexity' in self.baseline else '; no earlier blessed model')
+      return (f'blessed: perplexity {ppl:.2f}, '
+              f"{self.overall.get('perplexity_ratio_to_kneser_ney_trigram', float('nan')):.3f}"
+              f' x the Kneser-Ney trigram{against}')
+    missed = []
+    for failure in self.failures:
+      if failure.metric.endswith('(change)'):
+        base = self.baseline.get('perplexity', float('nan'))
+        missed.append(f'perplexity {ppl:.2f} vs the latest blessed model\'s {base:.2f} '
+                      f'({ppl / base - 1:+.1%}; threshold: {failure.threshold})')
+      else:
+        missed.append(f'{failure.metric} {failure.value:.3f} (threshold: {failure.threshold})')
+    return 'not blessed: ' + ('; '.join(missed) or 'no validation result')
+
+
+def _slice_name(slice_key) -> str:
+  parts = []
+  for key in slice_key.single_slice_keys:
+    value = key.WhichOneof('kind')
+    text = getattr(key, value) if value else ''
+    parts.append(f'{key.column}={text.decode() if isinstance(text, bytes) else text}')
+  return ', '.join(parts)
+
+
+def _threshold_text(metric_key, threshold) -> str:
+  if metric_key.is_diff:
+    relative = threshold.change_threshold.relative.value
+    return f'at most {relative:.0%} above the latest blessed model'
+  bound = threshold.value_threshold
+  if bound.HasField('upper_bound'):
+    return f'<= {bound.upper_bound.value:g}'
+  return f'>= {bound.lower_bound.value:g}'
+
+
+def evaluation(evaluation_uri: str, blessing_uri: str) -> Evaluation:
+  """Reads an Evaluator's output (TFMA's metrics and validations files) and
+  its blessing."""
+  import tensorflow_model_analysis as tfma  # pylint: disable=g-import-not-at-top
+  require_file(os.path.join(evaluation_uri, 'eval_config.json'), "the Evaluator's output")
+  slices: Dict[str, Dict[str, float]] = {}
+  baseline: Dict[str, float] = {}
+  for for_slice in tfma.load_metrics(evaluation_uri):
+    name = _slice_name(for_slice.slice_key)
+    for item in for_slice.metric_keys_and_values:
+      key, value = item.key, item.value.double_value.value
+      if key.is_diff:
+        continue
+      if key.model_name == BASELINE:
+        if not name:
+          baseline[key.name] = value
+      else:
+        slices.setdefault(name, {})[key.name] = value
+  validation = tfma.load_validation_result(evaluation_uri)
+  failures = [Failure(f.metric_key.name + (' (change)' if f.metric_key.is_diff else ''),
+                      f.metric_value.double_value.value,
+                      _threshold_text(f.metric_key, f.metric_threshold))
+              for per_slice in validation.metric_validations_per_slice for f in per_slice.failures]
+  blessed = _gfile().exists(os.path.join(blessing_uri, BLESSED_FILE))
+  return Evaluation(slices, baseline, blessed, failures)
+
+
+def serving_versions(model_dir: str) -> List[str]:
+  """The version directories under a serving model directory, oldest first."""
+  if not _gfile().isdir(model_dir):
+    return []
+  names = [n.rstrip('/') for n in _gfile().listdir(model_dir)]
+  return sorted((n for n in names if n.isdigit()), key=int)
 
 
 # ------------------------------------------------------------------ ExampleGen's input report

@@ -153,6 +153,11 @@ class Run:
            else f'{component} did not run in run {self.run_id}')
     raise MissingArtifact(f"{component}'s {key!r} artifact ({why})")
 
+  def artifact(self, component: str, key: str):
+    """The ML Metadata record of a component's output (its custom properties)."""
+    uri = self.output(component, key)
+    return next(a for a in self.store.get_artifacts_by_uri(uri))
+
   def has(self, component: str, key: str) -> bool:
     return key in self.outputs.get(component, {})
 

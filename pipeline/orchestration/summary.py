@@ -1,6 +1,6 @@
 """The lines a local run ends with, from this run's own outputs in ML Metadata:
-input checks, images, anomalies, the model and its quality (a partial run
-shows what it made)."""
+input checks, images, anomalies, the model and its quality, the Evaluator's
+decision and what was pushed (a partial run shows what it made)."""
 
 from typing import List
 
@@ -40,4 +40,21 @@ def summary_lines(pipeline_root: str, metadata_file: str) -> List[str]:
           f'ratio {m["ratio_to_kneser_ney_trigram"]:.2f})')
     except files.MissingArtifact:
       pass
+  lines += evaluation_lines(run)
+  return lines
+
+
+def evaluation_lines(run: metadata.Run) -> List[str]:
+  """The blessing in one line (why not, when not) and the push."""
+  if not run.has('Evaluator', 'evaluation'):
+    return []
+  found = files.evaluation(run.output('Evaluator', 'evaluation'),
+                           run.output('Evaluator', 'blessing'))
+  lines = [f'evaluation:    {found.decision()}']
+  if run.has('Pusher', 'pushed_model'):
+    pushed = run.artifact('Pusher', 'pushed_model').custom_properties
+    if pushed.get('pushed') and pushed['pushed'].int_value == 1:
+      lines.append(f"pushed:        {pushed['pushed_destination'].string_value}")
+    else:
+      lines.append('pushed:        nothing (the model was not blessed)')
   return lines

@@ -4,7 +4,8 @@
     echo "A cat on a sofa." | python -m pipeline.tools.score --model DIR
 
 Prints `perplexity<TAB>log_likelihood<TAB>caption`. Without --model, uses the
-newest model the local pipeline published (found through its ML Metadata).
+latest pushed model: the newest version in the local serving directory
+(COCO_SERVING_DIR), where Pusher puts each blessed model.
 Needs only TensorFlow: the model carries its own preprocessing.
 """
 
@@ -17,19 +18,20 @@ from pipeline.settings import Settings
 
 
 def default_model_dir(settings: Settings) -> str:
-  """The newest local Trainer model's serving directory."""
-  from pipeline.artifacts import files, metadata  # pylint: disable=g-import-not-at-top
-  uri = metadata.latest_model_uri(metadata.open_store(settings.run.metadata_file))
-  if not uri:
-    raise FileNotFoundError(f'no trained model recorded under {settings.run.pipeline_root}; '
-                            'run the pipeline first')
-  return files.serving_dir(uri)
+  """The latest pushed model: the newest version of the serving directory."""
+  from pipeline.artifacts import files  # pylint: disable=g-import-not-at-top
+  model_dir = settings.serving.model_dir(settings.run)
+  versions = files.serving_versions(model_dir)
+  if not versions:
+    raise FileNotFoundError(f'no model has been pushed to {model_dir} (a model is pushed once '
+                            'the Evaluator blesses it); give one with --model DIR')
+  return os.path.join(model_dir, versions[-1])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('captions', nargs='*', help='captions (default: one per stdin line)')
-  parser.add_argument('--model', help='SavedModel directory (default: newest local model)')
+  parser.add_argument('--model', help='SavedModel directory (default: the latest pushed model)')
   args = parser.parse_args(argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   captions = args.captions or [line.rstrip('\n') for line in sys.stdin if line.strip()]
