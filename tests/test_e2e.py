@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from modules import features
 from pipeline.artifacts import metadata
-from tests.conftest import COMPONENTS, DATA_ROOT, csv_rows
+from pipeline.artifacts import files
+from tests.conftest import COMPONENTS, DATA_ROOT, RESOLVER, csv_rows
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +35,11 @@ def test_first_run_completes_every_component(pipeline_run):
 def test_second_run_is_fully_cached(pipeline_run):
   store = metadata.open_store(pipeline_run.metadata_path)
   second = metadata.run_ids(store)[1]
+  # A resolver is not cached: it looks up the latest blessed model every run
+  # (none here: the sample's model is not blessed, so Evaluator is cached too).
   assert [(r.component, r.state) for r in metadata.component_runs(store, second)] == [
-      (c, 'CACHED') for c in COMPONENTS]
-  assert pipeline_run.second.stdout.count(' cached ') == len(COMPONENTS)
+      (c, 'COMPLETE' if c == RESOLVER else 'CACHED') for c in COMPONENTS]
+  assert pipeline_run.second.stdout.count(' cached ') == len(COMPONENTS) - 1
 
 
 def test_console_shows_one_line_per_component_and_a_summary(pipeline_run):
@@ -122,16 +125,32 @@ def test_exported_model_scores_real_caption_better_than_shuffled(pipeline_run, t
   assert scores['served'][0] == pytest.approx(real_ppl, rel=1e-5)
 
 
-def test_score_command_defaults_to_newest_local_model(pipeline_run):
+def test_sample_model_is_not_blessed_and_the_summary_says_why(pipeline_run):
+  """60 steps on 847 captions do not beat the trigram: a result, not an error."""
+  run = metadata.load_run(pipeline_run.metadata_path, metadata.run_ids(
+      metadata.open_store(pipeline_run.metadata_path))[0])
+  found = files.evaluation(run.output('Evaluator', 'evaluation'), run.output('Evaluator', 'blessing'))
+  assert not found.blessed and found.baseline == {}
+  ratio = found.overall['perplexity_ratio_to_kneser_ney_trigram']
+  assert ratio > 1
+  assert (f'evaluation:    not blessed: perplexity_ratio_to_kneser_ney_trigram {ratio:.3f} '
+          '(threshold: <= 1)') in pipeline_run.first.stdout
+  assert 'pushed:        nothing (the model was not blessed)' in pipeline_run.first.stdout
+  assert files.serving_versions(os.path.join(pipeline_run.output_dir, 'serving', 'coco-captions')) == []
+
+
+def test_score_command_without_a_pushed_model_says_so(pipeline_run):
   result = subprocess.run(
       [sys.executable, '-m', 'pipeline.tools.score', 'A dog on a couch.'],
       input='', capture_output=True, text=True, timeout=300,
       env=dict(os.environ, COCO_OUTPUT_DIR=pipeline_run.output_dir))
-  assert result.returncode == 0, result.stderr
-  ppl, loglik, caption = result.stdout.strip().split('\t')
-  assert caption == 'A dog on a couch.' and float(ppl) > 1 and float(loglik) < 0
+  assert result.returncode == 2
+  assert result.stderr.startswith('error: no model has been pushed to ')
+  assert '--model DIR' in result.stderr and 'Traceback' not in result.stderr
+  model_dir = os.path.join(metadata.latest_model_uri(
+      metadata.open_store(pipeline_run.metadata_path)), 'Format-Serving')
   piped = subprocess.run(
-      [sys.executable, '-m', 'pipeline.tools.score'], input='a cat\nthe the the\n',
-      capture_output=True, text=True, timeout=300,
+      [sys.executable, '-m', 'pipeline.tools.score', '--model', model_dir],
+      input='a cat\nthe the the\n', capture_output=True, text=True, timeout=300,
       env=dict(os.environ, COCO_OUTPUT_DIR=pipeline_run.output_dir))
   assert [line.split('\t')[2] for line in piped.stdout.strip().splitlines()] == ['a cat', 'the the the']

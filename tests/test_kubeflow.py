@@ -41,8 +41,11 @@ STRAY_ENV = ('COCO_KFP_PIPELINE_ROOT', 'COCO_KFP_DATA_ROOT', 'COCO_KFP_BEAM_MODE
              'COCO_DATAFLOW_REQUIREMENTS', 'COCO_DATAFLOW_MACHINE_TYPE',
              'COCO_DATAFLOW_MAX_WORKERS', 'COCO_DATAFLOW_DISK_GB', 'VERTEX_HOME', 'KUBEFLOW_HOME',
              'COCO_IMAGES', 'COCO_KFP_IMAGE_DIR', 'COCO_IMAGE_SIZE', 'COCO_IMAGE_LICENSES',
-             'COCO_IMAGE_HTTP_TIMEOUT')
+             'COCO_IMAGE_HTTP_TIMEOUT', 'COCO_BLESS_MARGIN', 'COCO_VERTEX_ENDPOINT',
+             'COCO_VERTEX_SERVING_IMAGE', 'COCO_VERTEX_MACHINE_TYPE')
 
+BLESSING_RESOLVER = 'latest_blessed_model_resolver-model-blessing-resolver'
+MODEL_RESOLVER = 'latest_blessed_model_resolver-model-resolver'
 EDGES = {  # task -> the tasks it depends on
     'CsvExampleGen': set(),
     'StatisticsGen': {'CsvExampleGen'},
@@ -50,7 +53,14 @@ EDGES = {  # task -> the tasks it depends on
     'ExampleValidator': {'StatisticsGen', 'SchemaGen'},
     'Transform': {'CsvExampleGen', 'SchemaGen'},
     'Trainer': {'Transform', 'SchemaGen'},
+    BLESSING_RESOLVER: set(),
+    MODEL_RESOLVER: set(),   # reads the blessing resolver's output, which KFP resolves first
+    'Evaluator': {'CsvExampleGen', 'SchemaGen', 'Trainer', MODEL_RESOLVER},
+    'Pusher': {'Trainer', 'Evaluator'},
 }
+# KFP v2 compiles TFX's latest-blessed-model resolver into two queries of ML Metadata.
+PRODUCERS = {MODEL_RESOLVER: {BLESSING_RESOLVER}}
+RESOLVERS = (BLESSING_RESOLVER, MODEL_RESOLVER)
 BEAM_TASKS = ('CsvExampleGen', 'StatisticsGen', 'Transform')
 
 # A sitecustomize that makes every network connection (and name lookup) fail
@@ -166,7 +176,7 @@ def test_yaml_is_a_kfp_pipeline_spec_with_every_task_and_edge(compiled):
     assert set(tasks[name].dependent_tasks) == upstream, name
     producers = {a.task_output_artifact.producer_task
                  for a in tasks[name].inputs.artifacts.values()}
-    assert producers == upstream, name
+    assert producers == PRODUCERS.get(name, upstream), name
 
 
 def test_json_is_a_vertex_pipeline_job_with_the_gcs_pipeline_root(compiled):
@@ -186,10 +196,41 @@ def test_every_executor_runs_the_component_image(compiled):
   spec = spec_dict(compiled)
   executors = spec['deploymentSpec']['executors']
   assert len(executors) == len(EDGES)
-  for task in EDGES:
+  for task in set(EDGES) - set(RESOLVERS):
     container = executor_of(spec, task)
     assert container['image'] == IMAGE, task
     assert container['command'][:2] == ['python', '-m'], task
+
+
+def test_evaluator_resolver_and_vertex_pusher_carry_the_settings(compiled):
+  spec = spec_dict(compiled)
+  executors = spec['deploymentSpec']['executors']
+  label = lambda task: spec['components'][tasks_of(spec)[task]['componentRef']['name']][
+      'executorLabel']
+  blessing_query = executors[label(BLESSING_RESOLVER)]['resolver']['outputArtifactQueries']
+  assert 'tfx.ModelBlessing' in blessing_query['model_blessing']['filter']
+  assert "metadata.blessed.number_value=1" in blessing_query['model_blessing']['filter']
+  model_query = executors[label(MODEL_RESOLVER)]['resolver']['outputArtifactQueries']
+  assert 'current_model_id' in model_query['model']['filter']
+
+  eval_config = json.loads(parameter(spec, 'Evaluator', 'eval_config'))
+  metrics = {m['class_name']: m for m in eval_config['metrics_specs'][0]['metrics']}
+  assert metrics['CaptionPerplexity']['module'] == 'modules.evaluation'
+  ratio = metrics['PerplexityRatioToKneserNey']['per_slice_thresholds'][0]
+  assert ratio == {'slicing_specs': [{}], 'threshold': {'value_threshold': {'upper_bound': 1.0}}}
+  change = metrics['CaptionPerplexity']['per_slice_thresholds'][0]['threshold']['change_threshold']
+  assert change == {'direction': 'LOWER_IS_BETTER', 'relative': 0.01}
+  assert executor_of(spec, 'Evaluator')['args'][1] == (
+      'tfx.components.evaluator.executor.Executor')
+
+  pusher = executor_of(spec, 'Pusher')
+  assert pusher['args'][1] == 'tfx.extensions.google_cloud_ai_platform.pusher.executor.Executor'
+  custom = json.loads(parameter(spec, 'Pusher', 'custom_config'))
+  assert custom == {
+      'ai_platform_enable_vertex': True, 'ai_platform_vertex_region': REGION,
+      'ai_platform_vertex_container_image_uri': settings.VERTEX_SERVING_IMAGE,
+      'ai_platform_serving_args': {'project_id': PROJECT, 'endpoint_name': settings.PIPELINE_NAME,
+                                   'machine_type': 'n1-standard-2'}}
 
 
 def test_beam_components_get_the_dataflow_args(compiled, monkeypatch):
@@ -229,7 +270,8 @@ def referenced_functions(spec: dict):
 
 # With images on: ImageExampleGen between CsvExampleGen and everything that reads examples.
 IMAGE_EDGES = dict(EDGES, ImageExampleGen={'CsvExampleGen'}, StatisticsGen={'ImageExampleGen'},
-                   Transform={'ImageExampleGen', 'SchemaGen'})
+                   Transform={'ImageExampleGen', 'SchemaGen'},
+                   Evaluator={'ImageExampleGen', 'SchemaGen', 'Trainer', MODEL_RESOLVER})
 
 
 @pytest.fixture(scope='module')

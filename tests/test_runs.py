@@ -24,7 +24,10 @@ UPSTREAM = ['CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator']
 
 
 def env_for(output_dir):
+  # Up to the Trainer (a partial run): what these tests kill and resume is
+  # Transform; evaluation is tests/test_evaluation.py's.
   return dict(os.environ, COCO_OUTPUT_DIR=str(output_dir), COCO_DATA_ROOT=DATA_ROOT,
+              COCO_RUN_TO='Trainer',
               COCO_TRAIN_STEPS=str(E2E_TRAIN_STEPS), COCO_STEPS_PER_EPOCH='30')
 
 

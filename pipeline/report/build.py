@@ -19,7 +19,8 @@ from pipeline.artifacts.files import MissingArtifact
 from pipeline.artifacts.metadata import Run
 from pipeline.report.charts import esc, fmt_int
 from pipeline.report.fragments import (BASELINE_NAMES, anomalies_fragment, captions_fragment,
-                                       components_fragment, header_fragment, input_fragment,
+                                       components_fragment, evaluation_fragment, header_fragment,
+                                       input_fragment,
                                        lengths_fragment, missing_fragment, page,
                                        perplexity_fragment, schema_fragment, section,
                                        sources_fragment, statistics_fragment, training_fragment,
@@ -103,6 +104,16 @@ def score_sample(run: Run, model_uri: Any, captions: Any) -> List[Tuple[int, str
   return [(cid, caption, ppl, ll) for (cid, caption), (ppl, ll) in zip(sample, scores)]
 
 
+def pushed_destination(run: Run) -> Optional[str]:
+  """Where this run's Pusher put the model (None: nothing pushed)."""
+  if not run.has('Pusher', 'pushed_model'):
+    return None
+  props = run.artifact('Pusher', 'pushed_model').custom_properties
+  if 'pushed' in props and props['pushed'].int_value == 1:
+    return props['pushed_destination'].string_value
+  return None
+
+
 # ------------------------------------------------------------------ assembly
 @dataclasses.dataclass
 class Report:
@@ -159,6 +170,9 @@ def report_of(run: Run, pipeline_root: str) -> Report:
       counts = split_counts if split == 'train' else counts
 
   scored = _attempt(missing, lambda: score_sample(run, model_uri, captions))
+  evaluated = _attempt(missing, lambda: files.evaluation(run.output('Evaluator', 'evaluation'),
+                                                         run.output('Evaluator', 'blessing')))
+  pushed = pushed_destination(run)
 
   def ok(value):
     return not isinstance(value, MissingArtifact)
@@ -195,6 +209,8 @@ def report_of(run: Run, pipeline_root: str) -> Report:
               'lengths'),
       section('Training', body(metrics, training_fragment), 'training'),
       section('Perplexity against baselines', body(metrics, perplexity_fragment), 'perplexity'),
+      section('Evaluation (Evaluator, TFMA)',
+              body(evaluated, lambda e: evaluation_fragment(e, pushed)), 'evaluation'),
       section('Eval captions scored by the model', body(scored, captions_fragment), 'captions'),
       section('Sources', sources_fragment(run.outputs), 'sources'),
   ]

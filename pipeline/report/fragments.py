@@ -329,6 +329,33 @@ def perplexity_fragment(metrics: Dict[str, Any]) -> str:
                               [False, True, True])
 
 
+def evaluation_fragment(found: Any, pushed: Optional[str]) -> str:
+  """The Evaluator's view (TFMA, from the served model's own outputs): the
+  blessing decision in one line, what was pushed, the whole split against
+  the baselines, then every slice."""
+  overall = found.overall
+  decision = (f'<p>{value_span("blessing", found.decision(), "b")}</p>'
+              f'<p>Pushed: {value_span("pushed", pushed or "nothing", "code")}</p>')
+  rows = [['candidate (this run)', value_span('tfma/perplexity', f'{overall["perplexity"]:.2f}'),
+           esc(f'{overall["perplexity_ratio_to_kneser_ney_trigram"]:.3f}')]]
+  rows.append(['Kneser-Ney trigram (same split)',
+               esc(f'{overall["kneser_ney_trigram_perplexity"]:.2f}'), '1.000'])
+  if 'perplexity' in found.baseline:
+    rows.append(['latest blessed model (baseline)', esc(f'{found.baseline["perplexity"]:.2f}'),
+                 esc(f'{found.baseline["perplexity"] / overall["kneser_ney_trigram_perplexity"]:.3f}')])
+  else:
+    rows.append(['latest blessed model (baseline)', 'none yet', ''])
+  whole = table(['model', 'eval perplexity', '\u00f7 trigram'], rows, [False, True, True])
+  slice_rows = [[esc(name), esc(fmt_int(int(m.get('example_count', 0)))),
+                 esc(fmt_int(int(m.get('predicted_tokens', 0)))),
+                 value_span(f'tfma/{name}', f'{m["perplexity"]:.2f}')]
+                for name, m in sorted(found.slices.items()) if name]
+  slices = table(['slice', 'captions', 'predicted tokens', 'perplexity'], slice_rows,
+                 [False, True, True, True])
+  return (decision + whole + '<p class="note">Slices by caption length (kept tokens) and by '
+          'image license; only the whole split is gated.</p>' + slices)
+
+
 def captions_fragment(scored: Sequence[Tuple[int, str, float, float]]) -> str:
   """Eval captions with the exported model's scores, best first:
   (caption id, caption, perplexity, log-likelihood)."""
