@@ -17,7 +17,7 @@ test: venv         ## every test, slow end-to-end ones included
 test-fast: venv    ## unit tests only (~30 s)
 	$(PY) -m pytest -q
 
-quality: venv      ## quality bar on the official val2017 captions (bench/quality.py)
+quality: venv      ## the default run measured: cold + cached, quality, seconds, blessing (bench/quality.py)
 	$(PY) bench/quality.py
 
 bench: venv        ## performance benchmark (bench/run.py; ~9 min on 2 cores)

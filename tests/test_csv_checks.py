@@ -175,3 +175,40 @@ def test_row_checks_agree_with_the_vectorised_screening():
     assert checks.row_problems('f', 1, columns, row)
     block = pa.RecordBatch.from_arrays([pa.array([v], pa.string()) for v in row], columns)
     assert checks.block_needs_scan(block, columns)
+
+
+# ------------------------------------------------------------------ gzip-compressed input
+def gz(text: str) -> bytes:
+  import gzip  # pylint: disable=g-import-not-at-top
+  return gzip.compress(text.encode(), mtime=0)
+
+
+def test_a_gzip_file_reads_like_its_plain_twin_with_the_same_line_numbers(tmp_path):
+  bad = HEADER + good(3) + BAD_ROWS['non-numeric id'][0] + good(4, start=3)
+  (tmp_path / 'plain').mkdir()
+  (tmp_path / 'gz').mkdir()
+  plain_count, plain_report, plain_splits = run(tmp_path / 'plain', {'captions.csv': bad})
+  gz_count, gz_report, gz_splits = run(tmp_path / 'gz', {'captions.csv.gz': gz(bad)})
+  assert gz_count == plain_count == 7
+  assert gz_splits == plain_splits
+  (plain,), (compressed,) = messages(plain_report), messages(gz_report)
+  assert compressed == plain.replace(f'{tmp_path}/plain/data/captions.csv',
+                                     f'{tmp_path}/gz/data/captions.csv.gz')
+  assert ':5: ' in compressed    # the bad row is on line 5 of the CSV text
+
+
+def test_a_gzip_file_without_problems_takes_the_fast_path_and_the_header_check(tmp_path):
+  """No header row in the compressed file: repaired, as for a plain one."""
+  count, report, _ = run(tmp_path, {'captions.csv.gz': gz(good(50))})
+  assert count == 50
+  assert [p['action'] for p in report['problems']] == [files.REPAIRED]
+  assert 'captions.csv.gz:1: no header row' in messages(report)[0]
+
+
+def test_a_corrupt_gzip_file_is_one_clear_error_naming_it(tmp_path):
+  data = gz(HEADER + good(20))
+  with pytest.raises(checks.CsvFormatError, match=r'captions\.csv\.gz: not a readable gzip file'):
+    run(tmp_path, {'captions.csv.gz': data[:len(data) // 2]})
+  (tmp_path / 'b').mkdir()
+  with pytest.raises(checks.CsvFormatError, match=r'notgzip\.csv\.gz: not a readable gzip file'):
+    run(tmp_path / 'b', {'notgzip.csv.gz': HEADER + good(3)})

@@ -151,3 +151,21 @@ def test_official_val2017(tmp_path):
   assert len({r[1] for r in rows}) == 25014
   assert sum('\n' in r[2] for r in rows) > 0  # real embedded newlines survive
   assert all(r[5] for r in rows)  # every val2017 image names a license
+
+
+def test_a_gz_output_is_gzip_with_the_same_csv_and_the_same_bytes_every_time(tmp_path):
+  import gzip  # pylint: disable=g-import-not-at-top
+  source = tmp_path / 'captions.json'
+  source.write_text(json.dumps({
+      'images': [{'id': 1, 'coco_url': 'u1', 'file_name': 'a.jpg', 'license': 1}],
+      'licenses': [{'id': 1, 'name': 'Attribution License'}],
+      'annotations': [{'id': 10, 'image_id': 1, 'caption': 'A dog, "quoted"\non two lines'}]}))
+  plain, packed, again = tmp_path / 'c.csv', tmp_path / 'c.csv.gz', tmp_path / 'again.csv.gz'
+  assert ingest.ingest(str(source), str(plain)) == 1
+  assert ingest.ingest(str(source), str(packed)) == 1
+  ingest.ingest(str(source), str(again))
+  assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
+  assert packed.read_bytes() == again.read_bytes()
+  assert not list(tmp_path.glob('*.partial*'))
+  assert ingest.shard_paths(str(packed), 2) == [str(tmp_path / 'c-00000-of-00002.csv.gz'),
+                                               str(tmp_path / 'c-00001-of-00002.csv.gz')]

@@ -12,6 +12,8 @@ dicts, for the image stage's standalone command.
 """
 
 import dataclasses
+import gzip
+import zlib
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -35,7 +37,39 @@ class _NeedsScan(Exception):
   """The vectorised checks found something: read this file row by row."""
 
 
+GZIP_SUFFIX = '.gz'   # gzip-compressed CSV, as exports often come; read transparently
+
+
+def is_gzip(path: str) -> bool:
+  return path.lower().endswith(GZIP_SUFFIX)
+
+
+def _gzip_error(path: str, error: Exception) -> CsvFormatError:
+  return CsvFormatError(f'{path}: not a readable gzip file ({error}); '
+                        f'a name ending in {GZIP_SUFFIX} means gzip-compressed CSV')
+
+
+def read_bytes(path: str) -> bytes:
+  """A whole input file, decompressed when its name ends in .gz: the one
+  place that decides how an input CSV is opened (line numbers then count
+  lines of the CSV text, compressed or not)."""
+  with fileio.open(path, 'rb') as f:
+    data = f.read()
+  if not is_gzip(path):
+    return data
+  try:
+    return gzip.decompress(data)
+  except (OSError, EOFError, zlib.error) as error:
+    raise _gzip_error(path, error) from None
+
+
 def read_first_line(path: str) -> bytes:
+  if is_gzip(path):
+    try:
+      with fileio.open(path, 'rb') as raw, gzip.GzipFile(fileobj=raw) as f:
+        return f.readline()
+    except (OSError, EOFError, zlib.error) as error:
+      raise _gzip_error(path, error) from None
   with fileio.open(path, 'rb') as f:
     return f.readline()
 
@@ -46,9 +80,8 @@ def file_header(path: str) -> Optional[checks.Header]:
 
 
 def _arrow_source(path: str):
-  if '://' in path:  # GCS etc.: through TF's filesystems, whole file in memory
-    with fileio.open(path, 'rb') as f:
-      return pa.BufferReader(f.read())
+  if '://' in path or is_gzip(path):  # GCS etc. or compressed: whole file in memory
+    return pa.BufferReader(read_bytes(path))
   return path  # local: pyarrow streams it block by block
 
 
@@ -88,8 +121,7 @@ def scanned_blocks(path: str, header: checks.Header
                    ) -> Iterator[Tuple[pa.RecordBatch, List[int], List[Problem]]]:
   """The good rows of one file read row by row (checks.scan_rows), in
   batches, with each row's line number and the problems found on the way."""
-  with fileio.open(path, 'rb') as f:
-    data = f.read()
+  data = read_bytes(path)
   rows, lines, problems = [], [], []
   def batch():
     columns = [pa.array(list(c), pa.string()) for c in zip(*rows)] if rows else [

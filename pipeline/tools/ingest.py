@@ -1,6 +1,6 @@
 """Official COCO caption annotations -> the pipeline's CSV.
 
-    python -m pipeline.tools.ingest SOURCE [-o OUT.csv] [--max-images N] [--member NAME]
+    python -m pipeline.tools.ingest SOURCE [-o OUT.csv[.gz]] [--max-images N] [--member NAME]
 
 SOURCE is a captions JSON (2014 or 2017, e.g. captions_val2017.json), or the
 official annotations zip (e.g. annotations_trainval2017.zip; every
@@ -18,6 +18,8 @@ the name of its license id ('' when the image names none).
 import argparse
 import contextlib
 import csv
+import gzip
+import io
 import json
 import os
 import shutil
@@ -133,7 +135,27 @@ def shard_paths(out_path: str, shards: int) -> List[str]:
   if shards <= 1:
     return [out_path]
   stem, ext = os.path.splitext(out_path)
+  if out_path.endswith(GZIP_CSV):
+    stem, ext = out_path[:-len(GZIP_CSV)], GZIP_CSV
   return [f'{stem}-{i:05d}-of-{shards:05d}{ext or ".csv"}' for i in range(shards)]
+
+
+GZIP_CSV = '.csv.gz'
+
+
+@contextlib.contextmanager
+def open_output(path: str) -> Iterator[IO[str]]:
+  """A text file to write the CSV to; gzip-compressed when the name ends in
+  .gz, with no name or time in the gzip header so the same input always
+  gives the same bytes (data/ is committed)."""
+  if not path.endswith('.gz'):
+    with open(path, 'w', encoding='utf-8', newline='') as f:
+      yield f
+    return
+  with open(path, 'wb') as raw, gzip.GzipFile(filename='', mode='wb', fileobj=raw,
+                                               mtime=0) as packed, \
+      io.TextIOWrapper(packed, encoding='utf-8', newline='') as f:
+    yield f
 
 
 def ingest(source: str, out_path: str, max_images: Optional[int] = None,
@@ -146,11 +168,11 @@ def ingest(source: str, out_path: str, max_images: Optional[int] = None,
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     paths = shard_paths(out_path, shards)
     with contextlib.ExitStack() as stack:
-      outs = [stack.enter_context(open(p + '.partial', 'w', encoding='utf-8', newline=''))
+      outs = [stack.enter_context(open_output(p + '.partial' + ('.gz' if p.endswith('.gz') else '')))
               for p in paths]
       count = write_csv(rows, outs)
     for p in paths:  # never leave a half-written CSV where the pipeline reads
-      os.replace(p + '.partial', p)
+      os.replace(p + '.partial' + ('.gz' if p.endswith('.gz') else ''), p)
   return count
 
 
@@ -159,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('source', help='captions JSON or annotations zip: path or http(s) URL')
   parser.add_argument('-o', '--output', default=os.path.join(Settings.from_env().run.data_root, 'captions.csv'),
-                      help='CSV to write (default: %(default)s)')
+                      help='CSV to write; a name ending in .gz writes it gzip-compressed (default: %(default)s)')
   parser.add_argument('--max-images', type=int, default=None,
                       help='keep only the captions of the N smallest image ids')
   parser.add_argument('--member', default=None, help='zip member to convert (default: all captions_*.json)')
