@@ -10,7 +10,6 @@ import textwrap
 import pytest
 import tensorflow as tf
 
-from modules import features
 from pipeline.artifacts import metadata
 from pipeline.artifacts import files
 from tests.conftest import COMPONENTS, DATA_ROOT, RESOLVER, csv_rows

@@ -15,7 +15,6 @@ adding up, and the eval config's gate.
 import csv
 import gzip
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -62,7 +61,8 @@ def write_subset(source_dir, target_dir, count):
 class ContinuousTraining:
   def __init__(self, output_dir):
     self.env = dict(os.environ, COCO_OUTPUT_DIR=output_dir, COCO_DATA_ROOT=SHIPPED,
-                    COCO_IMAGES='0', COCO_REPORT='0', COCO_TRAIN_STEPS=str(CT_STEPS))
+                    COCO_IMAGES='0', COCO_REPORT='0', COCO_TRAIN_STEPS=str(CT_STEPS),
+                    COCO_STEPS_PER_EPOCH=str(CT_STEPS))
     settings = settings_of(self.env)
     self.metadata_path = settings.run.metadata_file
     self.model_dir = settings.serving.model_dir(settings.run)

@@ -422,3 +422,21 @@ def test_report_renders_offline_with_the_runs_numbers(pipeline_run, run_report, 
   assert background < 0.97 * image.width * image.height
   for name in ('train', 'eval', 'kneser_ney_trigram', 'unigram_add_one'):
     assert colours.get(report.COLOURS[name], 0) > 300, name
+
+
+@pytest.mark.slow
+def test_report_has_the_evaluation_decision_and_the_sliced_perplexity(pipeline_run, run_report):
+  """The sample's model is not blessed: the report says so, names the threshold
+  and shows TFMA's perplexity, which equals the Trainer's, and every slice."""
+  with open(run_report, encoding='utf-8') as f:
+    keys = data_keys(f.read())
+  store = metadata.open_store(pipeline_run.metadata_path)
+  with open(os.path.join(metadata.latest_model_uri(store), 'metrics.json')) as f:
+    trained = json.load(f)['eval_perplexity']
+  assert keys['blessing'].startswith('not blessed: perplexity_ratio_to_kneser_ney_trigram ')
+  assert keys['blessing'].endswith('(threshold: <= 1)')
+  assert keys['pushed'] == 'nothing'
+  assert float(keys['tfma/perplexity']) == pytest.approx(trained, abs=0.006)
+  slices = {k for k in keys if k.startswith('tfma/') and '=' in k}
+  assert {'tfma/length_bucket=<=8', 'tfma/length_bucket=9-12', 'tfma/length_bucket=>=13'} <= slices
+  assert any(k.startswith('tfma/license=') for k in slices)
