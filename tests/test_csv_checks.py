@@ -178,23 +178,34 @@ def test_row_checks_agree_with_the_vectorised_screening():
 
 
 # ------------------------------------------------------------------ gzip-compressed input
-def gz(text: str) -> bytes:
+def gz(text) -> bytes:
   import gzip  # pylint: disable=g-import-not-at-top
-  return gzip.compress(text.encode(), mtime=0)
+  return gzip.compress(text.encode() if isinstance(text, str) else text, mtime=0)
 
 
-def test_a_gzip_file_reads_like_its_plain_twin_with_the_same_line_numbers(tmp_path):
-  bad = HEADER + good(3) + BAD_ROWS['non-numeric id'][0] + good(4, start=3)
+TWIN_CASES = {  # bad rows read row by row after a gzip stream, lines as in the plain file
+    'non-numeric id': (HEADER + good(3) + BAD_ROWS['non-numeric id'][0] + good(4, 3), 7, [5]),
+    'unbalanced quotes and a quoted newline': (
+        HEADER + '7,77,"two\nlines",u,f,l\n' + good(2) + '8,88,"She said hi,u,f,l\n'
+        + good(5, 2) + '9,99,"never closed,u,f,l\n' + good(1, 7), 9, [6, 12]),
+    'bytes that are not UTF-8': ((HEADER + good(2)).encode() + b'7,77,Caf\xe9 au lait,u,f,l\n'
+                                 + good(2, 2).encode(), 4, [4]),
+}
+
+
+@pytest.mark.parametrize('case', sorted(TWIN_CASES))
+def test_a_gzip_file_reads_like_its_plain_twin_with_the_same_line_numbers(tmp_path, case):
+  bad, rows, lines = TWIN_CASES[case]
   (tmp_path / 'plain').mkdir()
   (tmp_path / 'gz').mkdir()
   plain_count, plain_report, plain_splits = run(tmp_path / 'plain', {'captions.csv': bad})
   gz_count, gz_report, gz_splits = run(tmp_path / 'gz', {'captions.csv.gz': gz(bad)})
-  assert gz_count == plain_count == 7
+  assert gz_count == plain_count == rows
   assert gz_splits == plain_splits
-  (plain,), (compressed,) = messages(plain_report), messages(gz_report)
-  assert compressed == plain.replace(f'{tmp_path}/plain/data/captions.csv',
-                                     f'{tmp_path}/gz/data/captions.csv.gz')
-  assert ':5: ' in compressed    # the bad row is on line 5 of the CSV text
+  assert [p['line'] for p in gz_report['problems']] == lines
+  assert messages(gz_report) == [m.replace(f'{tmp_path}/plain/data/captions.csv',
+                                           f'{tmp_path}/gz/data/captions.csv.gz')
+                                 for m in messages(plain_report)]
 
 
 def test_a_gzip_file_without_problems_takes_the_fast_path_and_the_header_check(tmp_path):
@@ -205,10 +216,46 @@ def test_a_gzip_file_without_problems_takes_the_fast_path_and_the_header_check(t
   assert 'captions.csv.gz:1: no header row' in messages(report)[0]
 
 
-def test_a_corrupt_gzip_file_is_one_clear_error_naming_it(tmp_path):
-  data = gz(HEADER + good(20))
-  with pytest.raises(checks.CsvFormatError, match=r'captions\.csv\.gz: not a readable gzip file'):
-    run(tmp_path, {'captions.csv.gz': data[:len(data) // 2]})
-  (tmp_path / 'b').mkdir()
-  with pytest.raises(checks.CsvFormatError, match=r'notgzip\.csv\.gz: not a readable gzip file'):
-    run(tmp_path / 'b', {'notgzip.csv.gz': HEADER + good(3)})
+def flipped(data: bytes) -> bytes:
+  middle = len(data) // 2
+  return data[:middle] + bytes([data[middle] ^ 0xff]) + data[middle + 1:]
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'a flipped byte', 'not gzip at all'])
+def test_a_corrupt_gzip_file_is_one_clear_error_naming_it(tmp_path, damage):
+  data = gz(HEADER + good(2000))
+  content = {'truncated': data[:len(data) // 2], 'a flipped byte': flipped(data),
+             'not gzip at all': HEADER + good(3)}[damage]
+  with pytest.raises(checks.CsvFormatError,
+                     match=r'data/broken\.csv\.gz: not a readable gzip file') as error:
+    run(tmp_path, {'good.csv': HEADER + good(3, 5000), 'broken.csv.gz': content})
+  assert len(str(error.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize('where', ['local', 'ram://'])
+def test_every_read_of_an_input_file_goes_through_open_input(tmp_path, where):
+  """Header, whole text and both block readers agree for plain and gzip files,
+  local or on TF's filesystems (ram:// stands in for gs://)."""
+  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
+  text = (HEADER + good(3) + BAD_ROWS['unbalanced quote'][0] + good(2, 3)).encode()
+  base = str(tmp_path) if where == 'local' else f'ram://{tmp_path.name}'
+  read = {}
+  for name, content in (('c.csv', text), ('c.csv.gz', gz(text))):
+    path = f'{base}/{name}'
+    with fileio.open(path, 'wb') as f:
+      f.write(content)
+    header = reader.file_header(path)
+    with pytest.raises(reader._NeedsScan):  # pylint: disable=protected-access
+      list(reader.checked_blocks(path, header))
+    scanned = list(reader.scanned_blocks(path, header))
+    read[name] = (reader.read_first_line(path), reader.read_bytes(path), header.columns,
+                  [b.num_rows for b, _, _ in scanned], [l for _, lines, _ in scanned for l in lines],
+                  [p.line for _, _, problems in scanned for p in problems])
+  assert read['c.csv.gz'] == read['c.csv']
+  assert read['c.csv'][:2] == (HEADER.encode(), text)
+  assert read['c.csv'][3:] == ([5], [2, 3, 4, 6, 7], [5])
+  good_text = (HEADER + good(3)).encode()
+  with fileio.open(f'{base}/ok.csv.gz', 'wb') as f:
+    f.write(gz(good_text))
+  header = reader.file_header(f'{base}/ok.csv.gz')
+  assert sum(b.num_rows for b in reader.checked_blocks(f'{base}/ok.csv.gz', header)) == 3

@@ -160,12 +160,14 @@ def test_a_gz_output_is_gzip_with_the_same_csv_and_the_same_bytes_every_time(tmp
       'images': [{'id': 1, 'coco_url': 'u1', 'file_name': 'a.jpg', 'license': 1}],
       'licenses': [{'id': 1, 'name': 'Attribution License'}],
       'annotations': [{'id': 10, 'image_id': 1, 'caption': 'A dog, "quoted"\non two lines'}]}))
-  plain, packed, again = tmp_path / 'c.csv', tmp_path / 'c.csv.gz', tmp_path / 'again.csv.gz'
+  plain, packed, again = tmp_path / 'c.csv', tmp_path / 'c.csv.gz', tmp_path / 'again.CSV.GZ'
   assert ingest.ingest(str(source), str(plain)) == 1
   assert ingest.ingest(str(source), str(packed)) == 1
-  ingest.ingest(str(source), str(again))
+  assert ingest.main([str(source), '-o', str(again)]) == 0
   assert gzip.decompress(packed.read_bytes()) == plain.read_bytes()
   assert packed.read_bytes() == again.read_bytes()
+  assert packed.read_bytes()[3:8] == bytes(5)   # gzip header: no file name, no time
   assert not list(tmp_path.glob('*.partial*'))
   assert ingest.shard_paths(str(packed), 2) == [str(tmp_path / 'c-00000-of-00002.csv.gz'),
                                                str(tmp_path / 'c-00001-of-00002.csv.gz')]
+  assert ingest.shard_paths(str(again), 2)[0] == str(tmp_path / 'again-00000-of-00002.CSV.GZ')

@@ -8,12 +8,14 @@ and can resynchronise after an unbalanced quote. The first pass over the
 input (`summarise_file`, `make_plan`) also infers each column's type exactly
 as TFX's CsvExampleGen does (INT -> FLOAT -> STRING) and finds caption ids
 repeated across files. `caption_rows` gives the checked rows of one file as
-dicts, for the image stage's standalone command.
+dicts, for the image stage's standalone command. Every read of an input file
+goes through `open_input`: a name ending in .gz is gzip-compressed CSV,
+decompressed as it is read, with the same checks and line numbers.
 """
 
+import contextlib
 import dataclasses
-import gzip
-import zlib
+import io
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -44,45 +46,73 @@ def is_gzip(path: str) -> bool:
   return path.lower().endswith(GZIP_SUFFIX)
 
 
-def _gzip_error(path: str, error: Exception) -> CsvFormatError:
-  return CsvFormatError(f'{path}: not a readable gzip file ({error}); '
-                        f'a name ending in {GZIP_SUFFIX} means gzip-compressed CSV')
+class _RemoteFile(io.RawIOBase):
+  """A file of TF's filesystems (gs:// etc.) as a stream pyarrow reads block
+  by block: TF's GFile lacks the file methods pyarrow asks for."""
+
+  def __init__(self, path: str):
+    super().__init__()
+    self._file = fileio.open(path, 'rb')
+
+  def readable(self) -> bool:
+    return True
+
+  def seekable(self) -> bool:
+    return True
+
+  def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+    self._file.seek(offset, whence)
+    return self._file.tell()
+
+  def tell(self) -> int:
+    return self._file.tell()
+
+  def readinto(self, buffer) -> int:
+    data = self._file.read(len(buffer))
+    buffer[:len(data)] = data
+    return len(data)
+
+  def close(self) -> None:
+    if not self.closed:
+      self._file.close()
+    super().close()
+
+
+@contextlib.contextmanager
+def open_input(path: str) -> Iterator[pa.NativeFile]:
+  """An input file as a stream of its CSV text: the one place that decides
+  how an input file is opened. A name ending in .gz means gzip-compressed
+  CSV, decompressed as it is read, so line numbers count lines of the CSV
+  text whether the file is compressed or not; a .gz file that does not
+  decompress is one CsvFormatError naming it, not a decompressor's trace."""
+  raw = pa.PythonFile(_RemoteFile(path), mode='r') if '://' in path else pa.OSFile(path)
+  try:
+    with (pa.CompressedInputStream(raw, 'gzip') if is_gzip(path) else raw) as stream:
+      yield stream
+  except OSError as error:
+    if not is_gzip(path):
+      raise
+    raise CsvFormatError(f'{path}: not a readable gzip file ({error}); '
+                         f'a name ending in {GZIP_SUFFIX} means gzip-compressed CSV') from None
+  finally:
+    raw.close()
 
 
 def read_bytes(path: str) -> bytes:
-  """A whole input file, decompressed when its name ends in .gz: the one
-  place that decides how an input CSV is opened (line numbers then count
-  lines of the CSV text, compressed or not)."""
-  with fileio.open(path, 'rb') as f:
-    data = f.read()
-  if not is_gzip(path):
-    return data
-  try:
-    return gzip.decompress(data)
-  except (OSError, EOFError, zlib.error) as error:
-    raise _gzip_error(path, error) from None
+  """A whole input file's CSV text (open_input)."""
+  with open_input(path) as f:
+    return f.read()
 
 
 def read_first_line(path: str) -> bytes:
-  if is_gzip(path):
-    try:
-      with fileio.open(path, 'rb') as raw, gzip.GzipFile(fileobj=raw) as f:
-        return f.readline()
-    except (OSError, EOFError, zlib.error) as error:
-      raise _gzip_error(path, error) from None
-  with fileio.open(path, 'rb') as f:
-    return f.readline()
+  """The first line of a file's CSV text, without reading the rest."""
+  with open_input(path) as f:
+    return io.BufferedReader(f).readline()
 
 
 def file_header(path: str) -> Optional[checks.Header]:
   """The file's columns (checks.parse_header); None for an empty file."""
   return checks.parse_header(path, read_first_line(path))
-
-
-def _arrow_source(path: str):
-  if '://' in path or is_gzip(path):  # GCS etc. or compressed: whole file in memory
-    return pa.BufferReader(read_bytes(path))
-  return path  # local: pyarrow streams it block by block
 
 
 def checked_blocks(path: str, header: checks.Header) -> Iterator[pa.RecordBatch]:
@@ -102,15 +132,15 @@ def checked_blocks(path: str, header: checks.Header) -> Iterator[pa.RecordBatch]
           column_types={c: pa.binary() for c in header.columns}, strings_can_be_null=False,
           quoted_strings_can_be_null=False))
   try:
-    reader = pa_csv.open_csv(_arrow_source(path), **options)
-    for block in reader:
-      if invalid:
-        raise _NeedsScan()
-      text = pa.RecordBatch.from_arrays([c.cast(pa.string()) for c in block.columns],
-                                        header.columns)   # raises on bytes that are not UTF-8
-      if checks.block_needs_scan(text, header.columns):
-        raise _NeedsScan()
-      yield text
+    with open_input(path) as source:
+      for block in pa_csv.open_csv(source, **options):
+        if invalid:
+          raise _NeedsScan()
+        text = pa.RecordBatch.from_arrays([c.cast(pa.string()) for c in block.columns],
+                                          header.columns)   # raises on bytes that are not UTF-8
+        if checks.block_needs_scan(text, header.columns):
+          raise _NeedsScan()
+        yield text
     if invalid:
       raise _NeedsScan()
   except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -130,17 +130,28 @@ def write_csv(rows: Iterable[Sequence[Any]], outs: Sequence[IO[str]]) -> int:
   return count
 
 
+GZIP_SUFFIX, GZIP_CSV = '.gz', '.csv.gz'
+
+
+def is_gzip(path: str) -> bool:
+  """The CSV reader's rule (pipeline/csv_input/reader.py): a name ending in
+  .gz, in any case, is gzip-compressed CSV."""
+  return path.lower().endswith(GZIP_SUFFIX)
+
+
+def partial_path(path: str) -> str:
+  """Where `path` is written until it is complete: beside it, compressed like it."""
+  return path + '.partial' + (GZIP_SUFFIX if is_gzip(path) else '')
+
+
 def shard_paths(out_path: str, shards: int) -> List[str]:
   """`captions.csv` -> [captions.csv] or [captions-00000-of-00004.csv, ...]."""
   if shards <= 1:
     return [out_path]
   stem, ext = os.path.splitext(out_path)
-  if out_path.endswith(GZIP_CSV):
-    stem, ext = out_path[:-len(GZIP_CSV)], GZIP_CSV
+  if out_path.lower().endswith(GZIP_CSV):
+    stem, ext = out_path[:-len(GZIP_CSV)], out_path[-len(GZIP_CSV):]
   return [f'{stem}-{i:05d}-of-{shards:05d}{ext or ".csv"}' for i in range(shards)]
-
-
-GZIP_CSV = '.csv.gz'
 
 
 @contextlib.contextmanager
@@ -148,7 +159,7 @@ def open_output(path: str) -> Iterator[IO[str]]:
   """A text file to write the CSV to; gzip-compressed when the name ends in
   .gz, with no name or time in the gzip header so the same input always
   gives the same bytes (data/ is committed)."""
-  if not path.endswith('.gz'):
+  if not is_gzip(path):
     with open(path, 'w', encoding='utf-8', newline='') as f:
       yield f
     return
@@ -168,11 +179,10 @@ def ingest(source: str, out_path: str, max_images: Optional[int] = None,
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     paths = shard_paths(out_path, shards)
     with contextlib.ExitStack() as stack:
-      outs = [stack.enter_context(open_output(p + '.partial' + ('.gz' if p.endswith('.gz') else '')))
-              for p in paths]
+      outs = [stack.enter_context(open_output(partial_path(p))) for p in paths]
       count = write_csv(rows, outs)
     for p in paths:  # never leave a half-written CSV where the pipeline reads
-      os.replace(p + '.partial' + ('.gz' if p.endswith('.gz') else ''), p)
+      os.replace(partial_path(p), p)
   return count
 
 
