@@ -237,9 +237,10 @@ def test_unfinished_run_shows_what_exists_and_names_what_is_missing(tmp_path):
   assert "SchemaGen's 'schema' artifact (SchemaGen is FAILED in run r7)" in built.missing
   assert "Trainer's 'model' artifact (Trainer did not run in run r7)" in built.missing
   assert "CsvExampleGen's 'examples' artifact (CsvExampleGen is COMPLETE in run r7)" in built.missing
-  # schema, anomalies, vocab, model, examples (also the input report's source)
-  assert len(built.missing) == len(set(built.missing)) == 5
-  assert built.html.count('class="missing">Not available') == 8
+  assert "Evaluator's 'evaluation' artifact (Evaluator did not run in run r7)" in built.missing
+  # schema, anomalies, vocab, model, examples (also the input report's source), evaluation
+  assert len(built.missing) == len(set(built.missing)) == 6
+  assert built.html.count('class="missing">Not available') == 9
 
 
 def test_whole_page_is_self_contained():

@@ -76,8 +76,10 @@ def caption_file_rows(path: str, data: bytes) -> Iterator[Dict[str, Any]]:
 
 
 def parse_caption_file(readable: fileio.ReadableFile) -> Iterator[Dict[str, Any]]:
-  """Rows of one matched caption file (local or gs://), read whole."""
-  return caption_file_rows(readable.metadata.path, readable.read())
+  """Rows of one matched caption file (local or gs://), read whole through the
+  CSV reader's own opening (a .gz is decompressed there, not by Beam)."""
+  path = readable.metadata.path
+  return caption_file_rows(path, reader.read_bytes(path))
 
 
 class ReadCaptionCsv(beam.PTransform):
