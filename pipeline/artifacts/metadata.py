@@ -158,6 +158,15 @@ class Run:
     uri = self.output(component, key)
     return next(a for a in self.store.get_artifacts_by_uri(uri))
 
+  def pushed_destination(self) -> Optional[str]:
+    """Where this run's Pusher put the model (None: nothing pushed, or no Pusher)."""
+    if not self.has('Pusher', 'pushed_model'):
+      return None
+    props = self.artifact('Pusher', 'pushed_model').custom_properties
+    if 'pushed' in props and props['pushed'].int_value == 1:
+      return props['pushed_destination'].string_value
+    return None
+
   def has(self, component: str, key: str) -> bool:
     return key in self.outputs.get(component, {})
 

@@ -52,9 +52,6 @@ def evaluation_lines(run: metadata.Run) -> List[str]:
                            run.output('Evaluator', 'blessing'))
   lines = [f'evaluation:    {found.decision()}']
   if run.has('Pusher', 'pushed_model'):
-    pushed = run.artifact('Pusher', 'pushed_model').custom_properties
-    if pushed.get('pushed') and pushed['pushed'].int_value == 1:
-      lines.append(f"pushed:        {pushed['pushed_destination'].string_value}")
-    else:
-      lines.append('pushed:        nothing (the model was not blessed)')
+    destination = run.pushed_destination()
+    lines.append(f'pushed:        {destination or "nothing (the model was not blessed)"}')
   return lines

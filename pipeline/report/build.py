@@ -104,16 +104,6 @@ def score_sample(run: Run, model_uri: Any, captions: Any) -> List[Tuple[int, str
   return [(cid, caption, ppl, ll) for (cid, caption), (ppl, ll) in zip(sample, scores)]
 
 
-def pushed_destination(run: Run) -> Optional[str]:
-  """Where this run's Pusher put the model (None: nothing pushed)."""
-  if not run.has('Pusher', 'pushed_model'):
-    return None
-  props = run.artifact('Pusher', 'pushed_model').custom_properties
-  if 'pushed' in props and props['pushed'].int_value == 1:
-    return props['pushed_destination'].string_value
-  return None
-
-
 # ------------------------------------------------------------------ assembly
 @dataclasses.dataclass
 class Report:
@@ -172,7 +162,7 @@ def report_of(run: Run, pipeline_root: str) -> Report:
   scored = _attempt(missing, lambda: score_sample(run, model_uri, captions))
   evaluated = _attempt(missing, lambda: files.evaluation(run.output('Evaluator', 'evaluation'),
                                                          run.output('Evaluator', 'blessing')))
-  pushed = pushed_destination(run)
+  pushed = run.pushed_destination()
 
   def ok(value):
     return not isinstance(value, MissingArtifact)
