@@ -26,7 +26,10 @@ def num_classes(vocab_size: int) -> int:
 
 
 # ---------------------------------------------------------------- trainer
-TRAIN_STEPS = 1000
+# 800 x 128 captions (about 6 passes over val2017's 16.6k train captions): eval
+# perplexity 24.9, 0.66x the Kneser-Ney trigram, in under 4 minutes for the
+# whole run on 2 cores (bench/quality.py); 1000 steps gain 3% for 25% more time.
+TRAIN_STEPS = 800
 EVAL_STEPS = None            # None: score the whole eval split (exact perplexity)
 # run_fn's hyperparameters; `custom_config` overrides any of them.
 TRAINER_DEFAULTS = {

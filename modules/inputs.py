@@ -10,7 +10,7 @@ from typing import Dict, List
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx_bsl.public import tfxio
 from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -28,7 +28,7 @@ def schema_subset(schema: schema_pb2.Schema, keys) -> schema_pb2.Schema:
   return subset
 
 
-def load_split(fn_args: tfx.components.FnArgs, files: List[str],
+def load_split(fn_args: FnArgs, files: List[str],
                 tft_output: tft.TFTransformOutput) -> Dict[str, np.ndarray]:
   """Reads the token features of one split of transformed examples into
   memory (a few MB)."""

@@ -14,7 +14,7 @@ from typing import Any, Dict, Tuple
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
-from tfx import v1 as tfx
+from tfx.components.trainer.fn_args_utils import FnArgs
 
 from modules import baselines, constants, features
 from modules.export import export_model
@@ -129,7 +129,7 @@ def write_metrics(metrics: Dict[str, Any], serving_model_dir: str) -> str:
   return path
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: FnArgs) -> None:
   """TFX Trainer entry point: read, baselines, train, evaluate, export."""
   hp = dict(constants.TRAINER_DEFAULTS, **(fn_args.custom_config or {}))
   keras.utils.set_random_seed(hp['seed'])

@@ -13,14 +13,24 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ml_metadata.proto import metadata_store_pb2
 import tensorflow_data_validation as tfdv
-from tfx import v1 as tfx
+# TFX's modules themselves, not the `tfx.v1` facade: that one also imports the
+# Google Cloud extensions (aiplatform and its clients, ~5 s of every local
+# run's start); only the Vertex pusher below needs them.
+from tfx import components as tfx_components
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
+from tfx.orchestration.pipeline import Pipeline
+from tfx.proto import example_gen_pb2, pusher_pb2, trainer_pb2
+from tfx.types import Channel, standard_artifacts
 
 from modules import constants, features
 from pipeline import settings as settings_lib
 from pipeline.beam_args import beam_pipeline_args
 from pipeline import evaluation
-from pipeline.components import csv_example_gen, pusher as local_pusher, transform_executor
+from pipeline.components import csv_example_gen, evaluator as evaluator_executor
+from pipeline.components import pusher as local_pusher, transform_executor
 from pipeline.components.image_example_gen import ImageExampleGen
 
 # Split by image so the captions of one image never straddle train and eval.
@@ -28,12 +38,12 @@ SPLIT_FEATURE = features.IMAGE_ID_KEY
 SPLIT_BUCKETS = {'train': 2, 'eval': 1}
 
 
-def example_gen_output_config() -> tfx.proto.Output:
+def example_gen_output_config() -> example_gen_pb2.Output:
   """Deterministic train/eval split by image id (hash buckets), so all
   captions of one image land in the same split."""
-  return tfx.proto.Output(
-      split_config=tfx.proto.SplitConfig(
-          splits=[tfx.proto.SplitConfig.Split(name=name, hash_buckets=buckets)
+  return example_gen_pb2.Output(
+      split_config=example_gen_pb2.SplitConfig(
+          splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
                   for name, buckets in SPLIT_BUCKETS.items()],
           partition_feature_name=SPLIT_FEATURE))
 
@@ -54,12 +64,12 @@ def example_gen(data_root: str, executor: str, max_rejected: float, max_tokens: 
                                          output_config=example_gen_output_config(),
                                          max_rejected=max_rejected, max_tokens=max_tokens)
   if executor == 'stock':
-    return tfx.components.CsvExampleGen(input_base=data_root,
+    return tfx_components.CsvExampleGen(input_base=data_root,
                                         output_config=example_gen_output_config())
   raise ValueError(f'unknown ExampleGen executor {executor!r}; choose fast or stock')
 
 
-def use_transform_executor(transform: tfx.components.Transform, name: str) -> None:
+def use_transform_executor(transform: tfx_components.Transform, name: str) -> None:
   """Transform's executor: TFX's own ('stock') or the same with batched
   TFRecord reading and writing ('fast', pipeline/components/transform_executor.py).
   Transform takes no custom_executor_spec argument, hence the attribute."""
@@ -79,12 +89,13 @@ def pusher(model, blessing, serving_model_dir: Optional[str],
   if (serving_model_dir is None) == (vertex_config is None):
     raise ValueError('Give either serving_model_dir or vertex_config.')
   if vertex_config is not None:
-    return tfx.extensions.google_cloud_ai_platform.Pusher(
-        model=model, model_blessing=blessing, custom_config=vertex_config)
-  local = tfx.components.Pusher(
+    from tfx.extensions.google_cloud_ai_platform.pusher.component import (  # pylint: disable=g-import-not-at-top
+        Pusher as VertexPusher)
+    return VertexPusher(model=model, model_blessing=blessing, custom_config=vertex_config)
+  local = tfx_components.Pusher(
       model=model, model_blessing=blessing,
-      push_destination=tfx.proto.PushDestination(
-          filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
+      push_destination=pusher_pb2.PushDestination(
+          filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=serving_model_dir)))
   local.executor_spec = executor_spec.ExecutorClassSpec(local_pusher.Executor)
   return local
 
@@ -115,7 +126,7 @@ def create_pipeline(
     serving_model_dir: Optional[str] = None,
     vertex_push_config: Optional[Dict[str, Any]] = None,
     bless_margin: float = 0.01,
-) -> tfx.dsl.Pipeline:
+) -> Pipeline:
   """Builds the pipeline.
 
   The user code comes either from `module_file` (a path; TFX wheels it and
@@ -155,20 +166,20 @@ def create_pipeline(
     examples = image_gen.outputs['examples']
     transform_config['image_size'] = image_size   # preprocessing_fn's image tensor
 
-  statistics_gen = tfx.components.StatisticsGen(
+  statistics_gen = tfx_components.StatisticsGen(
       examples=examples, stats_options=statistics_options())
 
-  schema_gen = tfx.components.SchemaGen(
+  schema_gen = tfx_components.SchemaGen(
       statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True)
 
   # Anomalies of the data against the schema are recorded (and shown by the
   # runner and the report); they do not stop the run.
-  example_validator = tfx.components.ExampleValidator(
+  example_validator = tfx_components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
 
   # StatisticsGen already describes the raw data; Transform's own pre- and
   # post-transform statistics would read every example twice more.
-  transform = tfx.components.Transform(
+  transform = tfx_components.Transform(
       examples=examples,
       schema=schema_gen.outputs['schema'],
       custom_config=transform_config,
@@ -176,37 +187,40 @@ def create_pipeline(
       **transform_code)
   use_transform_executor(transform, transform_executor)
 
-  trainer = tfx.components.Trainer(
+  trainer = tfx_components.Trainer(
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
-      train_args=tfx.proto.TrainArgs(num_steps=train_steps),
-      eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
+      train_args=trainer_pb2.TrainArgs(num_steps=train_steps),
+      eval_args=trainer_pb2.EvalArgs(num_steps=eval_steps),
       custom_config=trainer_config or dict(constants.TRAINER_DEFAULTS),
       **trainer_code)
 
   # The baseline a candidate must not be worse than: the newest model an
   # earlier run blessed (none on a first run).
-  latest_blessed = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  latest_blessed = Resolver(
+      strategy_class=LatestBlessedModelStrategy,
+      model=Channel(type=standard_artifacts.Model),
+      model_blessing=Channel(type=standard_artifacts.ModelBlessing),
   ).with_id('latest_blessed_model_resolver')
 
   # Perplexity from the served model's own outputs on the raw eval split,
   # overall and sliced; the blessing is the gate of pipeline/evaluation.py.
-  evaluator = tfx.components.Evaluator(
+  evaluator = tfx_components.Evaluator(
       examples=examples,
       model=trainer.outputs['model'],
       baseline_model=latest_blessed.outputs['model'],
       schema=schema_gen.outputs['schema'],
       example_splits=[evaluation.EVAL_SPLIT],
       eval_config=evaluation.eval_config(bless_margin))
+  # TFX's, but a candidate that is its own baseline (a re-run with the
+  # Trainer cached) reuses its earlier evaluation: pipeline/components/evaluator.py.
+  evaluator.executor_spec = executor_spec.BeamExecutorSpec(evaluator_executor.Executor)
 
   model_pusher = pusher(trainer.outputs['model'], evaluator.outputs['blessing'],
                         serving_model_dir, vertex_push_config)
 
-  return tfx.dsl.Pipeline(
+  return Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
       components=[c for c in (csv_gen, image_gen, statistics_gen, schema_gen,
@@ -236,7 +250,7 @@ def _common_args(settings: settings_lib.Settings) -> Dict[str, Any]:
   )
 
 
-def local_pipeline(settings: settings_lib.Settings) -> tfx.dsl.Pipeline:
+def local_pipeline(settings: settings_lib.Settings) -> Pipeline:
   """The pipeline as LocalDagRunner runs it: local paths, SQLite ML Metadata,
   the module file (so the cache follows the code), Beam per COCO_BEAM_MODE."""
   from pipeline.artifacts import metadata  # pylint: disable=g-import-not-at-top
@@ -253,7 +267,7 @@ def local_pipeline(settings: settings_lib.Settings) -> tfx.dsl.Pipeline:
       **_common_args(settings))
 
 
-def kubeflow_pipeline(settings: settings_lib.Settings) -> tfx.dsl.Pipeline:
+def kubeflow_pipeline(settings: settings_lib.Settings) -> Pipeline:
   """The pipeline as it runs on Kubeflow/Vertex: gs:// roots, the code from the
   component image by dotted name (a module file would be wheeled and copied
   to the pipeline root at compile time), Dataflow Beam args by default."""
@@ -273,7 +287,7 @@ def kubeflow_pipeline(settings: settings_lib.Settings) -> tfx.dsl.Pipeline:
 def vertex_push_config(gcp: settings_lib.GcpSettings) -> Dict[str, Any]:
   """custom_config of TFX's Vertex pusher: upload the blessed model to the
   Model Registry and deploy it to the configured endpoint."""
-  vertex = tfx.extensions.google_cloud_ai_platform
+  from tfx.extensions.google_cloud_ai_platform import constants as vertex  # pylint: disable=g-import-not-at-top
   gcp.require('project', purpose='Pushing to Vertex AI')
   return {
       vertex.ENABLE_VERTEX_KEY: True,

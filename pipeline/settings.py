@@ -59,6 +59,13 @@ def parse_text(raw: str) -> str:
   return raw
 
 
+def parse_path(raw: str) -> str:
+  """A local path, made absolute: paths end up in artifact URIs and cache
+  keys, so a relative one would make the same run from another directory
+  (or the same directory named differently) miss the cache. URLs (gs://) as given."""
+  return raw if '://' in raw else os.path.abspath(raw)
+
+
 def parse_bool(raw: str) -> bool:
   value = raw.strip().lower()
   if value in ('1', 'true', 'yes', 'on'):
@@ -132,13 +139,13 @@ def _show(value: Any) -> str:
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
   """Where a local run reads and writes, and how it runs."""
-  data_root: str = setting('DATA_ROOT', os.path.join(PROJECT_DIR, 'data', 'captions'), parse_text,
+  data_root: str = setting('DATA_ROOT', os.path.join(PROJECT_DIR, 'data', 'captions'), parse_path,
                            'directory of input CSVs (every file in it is read)', 'data/captions')
   output_dir: str = setting('OUTPUT_DIR', os.path.join(PROJECT_DIR, 'tfx_pipeline_output'),
-                            parse_text, 'local pipeline outputs and ML Metadata',
+                            parse_path, 'local pipeline outputs and ML Metadata',
                             'tfx_pipeline_output')
   metadata_path: Optional[str] = setting(
-      'METADATA_PATH', None, parse_text, 'SQLite ML Metadata file',
+      'METADATA_PATH', None, parse_path, 'SQLite ML Metadata file',
       '<pipeline root>/metadata.db')
   cache: bool = setting('CACHE', True, parse_bool, '0 disables the component cache')
   run_to: Optional[str] = setting('RUN_TO', None, parse_text,
@@ -231,7 +238,7 @@ class ServingSettings:
       "how much higher (relative) a candidate's eval perplexity may be than the latest blessed "
       "model's and still be blessed")
   serving_dir: Optional[str] = setting(
-      'SERVING_DIR', None, parse_text,
+      'SERVING_DIR', None, parse_path,
       "local serving root: blessed models go to `<root>/coco-captions/<version>/` "
       "(TensorFlow Serving's layout)", '$COCO_OUTPUT_DIR/serving')
 

@@ -3,6 +3,9 @@
 1. the shipped data/ (all val2017 captions), trained enough to beat the
    Kneser-Ney trigram: blessed (no earlier model: the trigram alone decides)
    and pushed;
+   1b. the same command again: everything cached but the Evaluator, whose
+   candidate is now its own baseline, so it reuses run 1's evaluation;
+   nothing new is pushed;
 2. the same root with a weak Trainer (a handful of steps): not blessed,
    nothing pushed, the serving directory untouched, exit 0;
 3. changed data (a subset of the captions), normal training: judged against
@@ -68,11 +71,16 @@ class ContinuousTraining:
     self.model_dir = settings.serving.model_dir(settings.run)
     self.first = run_local(self.env)
     self.after_first = serving_snapshot(self.model_dir)
+    self.versions_after_first = files.serving_versions(self.model_dir)
+    self.again = run_local(self.env)
+    self.after_again = serving_snapshot(self.model_dir)
     self.weak = run_local(dict(self.env, COCO_TRAIN_STEPS=str(WEAK_STEPS),
                                COCO_STEPS_PER_EPOCH=str(WEAK_STEPS)))
     self.after_weak = serving_snapshot(self.model_dir)
     changed = write_subset(SHIPPED, os.path.join(output_dir, 'changed_data'), CHANGED_CAPTIONS)
     self.changed = run_local(dict(self.env, COCO_DATA_ROOT=changed))
+
+  FIRST, AGAIN, WEAK, CHANGED = range(4)   # the runs' order in ML Metadata
 
   def run(self, index):
     return metadata.load_run(self.metadata_path, metadata.run_ids(
@@ -82,7 +90,7 @@ class ContinuousTraining:
 @pytest.fixture(scope='module')
 def ct(tmp_path_factory):
   runs = ContinuousTraining(str(tmp_path_factory.mktemp('ct')))
-  for name in ('first', 'weak', 'changed'):
+  for name in ('first', 'again', 'weak', 'changed'):
     result = getattr(runs, name)
     assert result.returncode == 0, f'{name} run failed:\n{result.stdout}\n{result.stderr}'
   return runs
@@ -103,13 +111,13 @@ def pushed(run):
 # ------------------------------------------------------------------ the three runs
 @pytest.mark.slow
 def test_first_run_is_blessed_and_pushed_in_tf_serving_layout(ct):
-  run = ct.run(0)
+  run = ct.run(ct.FIRST)
   assert states(run)['Evaluator'] == 'COMPLETE' and states(run)['Pusher'] == 'COMPLETE'
   assert blessed(run) and pushed(run)
   found = files.evaluation(run.output('Evaluator', 'evaluation'), run.output('Evaluator', 'blessing'))
   assert found.baseline == {}      # a first run has no earlier blessed model
   assert found.overall[metric_names.RATIO_TO_KNESER_NEY] < 1.0
-  (version,) = files.serving_versions(ct.model_dir)
+  (version,) = ct.versions_after_first      # run 3 may push a second one
   assert os.path.isfile(os.path.join(ct.model_dir, version, 'saved_model.pb'))
   destination = run.artifact('Pusher', 'pushed_model').custom_properties['pushed_destination']
   assert destination.string_value == os.path.join(ct.model_dir, version)
@@ -118,8 +126,27 @@ def test_first_run_is_blessed_and_pushed_in_tf_serving_layout(ct):
 
 
 @pytest.mark.slow
+def test_same_run_again_reuses_the_evaluation_and_pushes_nothing_new(ct):
+  first, again = ct.run(ct.FIRST), ct.run(ct.AGAIN)
+  assert all(state == 'CACHED' for component, state in states(again).items()
+             if component not in (RESOLVER, 'Evaluator', 'Pusher')), states(again)
+  assert states(again)['Evaluator'] == 'COMPLETE'
+  evaluation_uri = again.output('Evaluator', 'evaluation')
+  found = files.evaluation(evaluation_uri, again.output('Evaluator', 'blessing'))
+  earlier = files.evaluation(first.output('Evaluator', 'evaluation'),
+                             first.output('Evaluator', 'blessing'))
+  assert found.reused_from == first.output('Evaluator', 'evaluation')
+  assert found.slices == earlier.slices and found.blessed and blessed(again)
+  blessing = again.artifact('Evaluator', 'blessing').custom_properties
+  model_id = first.artifact('Trainer', 'model').id
+  assert blessing['current_model_id'].int_value == blessing['baseline_model_id'].int_value == model_id
+  assert ct.after_again == ct.after_first          # same versions, same bytes
+  assert 'the latest blessed model itself (its evaluation reused)' in ct.again.stdout
+
+
+@pytest.mark.slow
 def test_pushed_model_scores_a_real_caption_above_its_shuffled_twin_with_tf_only(ct, tmp_path):
-  (version,) = files.serving_versions(ct.model_dir)
+  (version,) = ct.versions_after_first
   real = 'A man riding a wave on top of a surfboard.'
   shuffled = 'surfboard wave of man a riding top on a A.'
   script = tmp_path / 'load.py'
@@ -137,13 +164,13 @@ def test_pushed_model_scores_a_real_caption_above_its_shuffled_twin_with_tf_only
 
 @pytest.mark.slow
 def test_weak_model_is_not_blessed_and_nothing_is_pushed(ct):
-  run = ct.run(1)
+  run = ct.run(ct.WEAK)
   assert states(run)['Trainer'] == 'COMPLETE' and states(run)['Evaluator'] == 'COMPLETE'
   assert not blessed(run) and not pushed(run)
   assert ct.after_weak == ct.after_first and ct.after_first   # same versions, same bytes
   found = files.evaluation(run.output('Evaluator', 'evaluation'), run.output('Evaluator', 'blessing'))
-  first = files.evaluation(ct.run(0).output('Evaluator', 'evaluation'),
-                           ct.run(0).output('Evaluator', 'blessing'))
+  first = files.evaluation(ct.run(ct.FIRST).output('Evaluator', 'evaluation'),
+                           ct.run(ct.FIRST).output('Evaluator', 'blessing'))
   # The baseline is run 1's model, scored again on the same eval split.
   assert found.baseline['perplexity'] == pytest.approx(first.overall['perplexity'], rel=1e-6)
   assert {f.metric for f in found.failures} == {
@@ -156,7 +183,7 @@ def test_weak_model_is_not_blessed_and_nothing_is_pushed(ct):
 
 @pytest.mark.slow
 def test_changed_data_is_judged_against_the_first_runs_model(ct):
-  first, changed = ct.run(0), ct.run(2)
+  first, changed = ct.run(ct.FIRST), ct.run(ct.CHANGED)
   assert states(changed)['CsvExampleGen'] == 'COMPLETE'       # new data, new examples
   assert states(changed)['Evaluator'] == 'COMPLETE'
   store = metadata.open_store(ct.metadata_path)
@@ -190,7 +217,7 @@ def test_score_command_uses_the_latest_pushed_model(ct):
 # ------------------------------------------------------------------ the metric itself
 @pytest.mark.slow
 def test_tfma_perplexity_equals_the_trainers_and_slices_add_up(ct):
-  run = ct.run(0)
+  run = ct.run(ct.FIRST)
   found = files.evaluation(run.output('Evaluator', 'evaluation'), run.output('Evaluator', 'blessing'))
   trained = files.metrics(run.output('Trainer', 'model'))
   overall = found.overall

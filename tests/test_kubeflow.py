@@ -220,8 +220,7 @@ def test_evaluator_resolver_and_vertex_pusher_carry_the_settings(compiled):
   assert ratio == {'slicing_specs': [{}], 'threshold': {'value_threshold': {'upper_bound': 1.0}}}
   change = metrics['CaptionPerplexity']['per_slice_thresholds'][0]['threshold']['change_threshold']
   assert change == {'direction': 'LOWER_IS_BETTER', 'relative': 0.01}
-  assert executor_of(spec, 'Evaluator')['args'][1] == (
-      'tfx.components.evaluator.executor.Executor')
+  assert executor_of(spec, 'Evaluator')['args'][1] == 'pipeline.components.evaluator.Executor'
 
   pusher = executor_of(spec, 'Pusher')
   assert pusher['args'][1] == 'tfx.extensions.google_cloud_ai_platform.pusher.executor.Executor'
@@ -318,6 +317,7 @@ def test_images_on_compiles_image_example_gen_into_the_dag(compiled_images, monk
 def test_functions_named_by_the_spec_import_and_are_callable(compiled):
   names = referenced_functions(spec_dict(compiled))
   assert names[2:] == ['pipeline.components.csv_example_gen.Executor',
+                       'pipeline.components.evaluator.Executor',
                        'pipeline.components.transform_executor.Executor']
   for dotted in names:
     module_name, _, attr = dotted.rpartition('.')

@@ -434,10 +434,11 @@ def test_report_has_the_evaluation_decision_and_the_sliced_perplexity(pipeline_r
   store = metadata.open_store(pipeline_run.metadata_path)
   with open(os.path.join(metadata.latest_model_uri(store), 'metrics.json')) as f:
     trained = json.load(f)['eval_perplexity']
-  assert keys['blessing'].startswith('not blessed: perplexity_ratio_to_kneser_ney_trigram ')
-  assert keys['blessing'].endswith('(threshold: <= 1)')
-  assert keys['pushed'] == 'nothing'
-  assert float(keys['tfma/perplexity']) == pytest.approx(trained, abs=0.006)
+  (blessing,), (pushed,), (perplexity,) = keys['blessing'], keys['pushed'], keys['tfma/perplexity']
+  assert blessing.startswith('not blessed: perplexity_ratio_to_kneser_ney_trigram ')
+  assert blessing.endswith('(threshold: <= 1)')
+  assert pushed == 'nothing'
+  assert float(perplexity) == pytest.approx(trained, abs=0.006)
   slices = {k for k in keys if k.startswith('tfma/') and '=' in k}
   assert {'tfma/length_bucket=<=8', 'tfma/length_bucket=9-12', 'tfma/length_bucket=>=13'} <= slices
   assert any(k.startswith('tfma/license=') for k in slices)

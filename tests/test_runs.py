@@ -20,7 +20,9 @@ from pipeline import settings
 from tests.conftest import settings_of, DATA_ROOT
 
 pytestmark = pytest.mark.slow
-UPSTREAM = ['CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator']
+# What a partial run up to the Trainer runs before Transform (ExampleValidator
+# is not upstream of the Trainer, so it is not in it).
+UPSTREAM = ['CsvExampleGen', 'StatisticsGen', 'SchemaGen']
 
 
 def env_for(output_dir):
@@ -100,7 +102,7 @@ def test_sigkill_during_transform_then_the_next_run_resumes(tmp_path):
   assert run.returncode == -signal.SIGKILL
   killed = transform_execution(tmp_path)
   assert killed.state == 'RUNNING'   # what ML Metadata says of a killed run
-  assert states(tmp_path)[:4] == [(c, 'COMPLETE') for c in UPSTREAM]
+  assert states(tmp_path)[:len(UPSTREAM)] == [(c, 'COMPLETE') for c in UPSTREAM]
 
   resumed = run_local(env_for(tmp_path))
   assert_resumed(tmp_path, resumed)

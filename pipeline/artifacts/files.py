@@ -16,7 +16,7 @@ A missing file raises MissingArtifact naming the file and what it is.
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from modules import constants, features
 
@@ -173,6 +173,7 @@ def score_captions(model_dir: str, texts: Sequence[str]) -> List[Tuple[float, fl
 # ------------------------------------------------------------------ Evaluator and Pusher
 CANDIDATE, BASELINE = 'candidate', 'baseline'   # TFX's model names when there is a baseline
 BLESSED_FILE = 'BLESSED'                        # Evaluator: in the blessing artifact's directory
+EVALUATED_FILE = 'evaluated.json'               # Evaluator: what an evaluation was of (its reuse key)
 
 
 @dataclasses.dataclass
@@ -191,6 +192,7 @@ class Evaluation:
   baseline: Dict[str, float]                      # the baseline model's, whole split ({}: none)
   blessed: bool
   failures: List[Failure]
+  reused_from: Optional[str] = None   # the candidate was its own baseline: this evaluation reused
 
   @property
   def overall(self) -> Dict[str, float]:
@@ -201,8 +203,12 @@ class Evaluation:
     threshold), in the metric names of modules/evaluation.py."""
     ppl = self.overall.get('perplexity', float('nan'))
     if self.blessed:
-      against = (f"; latest blessed model {self.baseline['perplexity']:.2f}"
-                 if 'perplexity' in self.baseline else '; no earlier blessed model')
+      if self.reused_from:
+        against = '; the latest blessed model itself (its evaluation reused)'
+      elif 'perplexity' in self.baseline:
+        against = f"; latest blessed model {self.baseline['perplexity']:.2f}"
+      else:
+        against = '; no earlier blessed model'
       return (f'blessed: perplexity {ppl:.2f}, '
               f"{self.overall.get('perplexity_ratio_to_kneser_ney_trigram', float('nan')):.3f}"
               f' x the Kneser-Ney trigram{against}')
@@ -260,7 +266,10 @@ def evaluation(evaluation_uri: str, blessing_uri: str) -> Evaluation:
                       _threshold_text(f.metric_key, f.metric_threshold))
               for per_slice in validation.metric_validations_per_slice for f in per_slice.failures]
   blessed = _gfile().exists(os.path.join(blessing_uri, BLESSED_FILE))
-  return Evaluation(slices, baseline, blessed, failures)
+  record = os.path.join(evaluation_uri, EVALUATED_FILE)
+  reused_from = _read_json(record, 'the reuse record').get('reused_from') if _gfile().exists(
+      record) else None
+  return Evaluation(slices, baseline, blessed, failures, reused_from)
 
 
 def serving_versions(model_dir: str) -> List[str]:

@@ -133,8 +133,8 @@ def write_report(settings: Settings, log_path: str, progress) -> int:
 
 def execute(tfx_pipeline, settings: Settings, progress, log_path: str, console_err) -> None:
   """Runs the pipeline (or its partial run up to COCO_RUN_TO) under the lock."""
-  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from tfx.orchestration import pipeline as pipeline_module  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
   last = last_node(tfx_pipeline, settings.run.run_to)
   full = last == tfx_pipeline.components[-1].id
   progress.total = (len(tfx_pipeline.components) if full
@@ -144,7 +144,7 @@ def execute(tfx_pipeline, settings: Settings, progress, log_path: str, console_e
       f'Running {PIPELINE_NAME} on {settings.run.data_root} with Beam '
       f'{settings.beam.mode}; log: {"console" if settings.run.verbose else log_path}\n'
       f'ExampleGen executor: {executor.__module__}.{executor.__name__}\n')
-  runner = tfx.orchestration.LocalDagRunner()
+  runner = LocalDagRunner()
   with run_lock(settings.run.metadata_file, progress.stream, console_err):
     if full:
       runner.run(tfx_pipeline)
@@ -167,11 +167,11 @@ def main(build: Callable[[Settings], object], argv: Optional[List[str]] = None) 
            else console.quiet_output(log_path, progress))
   try:
     with quiet:
-      from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+      from tfx.orchestration.local.local_dag_runner import LocalDagRunner  # pylint: disable=g-import-not-at-top
       tfx_pipeline = build(settings)
-      if hasattr(tfx.orchestration.LocalDagRunner.run, '__wrapped__'):
+      if hasattr(LocalDagRunner.run, '__wrapped__'):
         # `tfx pipeline create/update` patched run() to only read the pipeline.
-        tfx.orchestration.LocalDagRunner().run(tfx_pipeline)
+        LocalDagRunner().run(tfx_pipeline)
         return 0
       execute(tfx_pipeline, settings, progress, log_path, console_err)
   except SettingsError as error:

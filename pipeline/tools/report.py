@@ -9,10 +9,10 @@ there is no ML Metadata or no such run (or a COCO_* setting is malformed).
 """
 
 import argparse
-import os
 import sys
-import warnings
 from typing import List, Optional
+
+from pipeline.orchestration import console
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -23,9 +23,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument('--output', default=None,
                       help='HTML file to write (default: report.html next to the metadata)')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # before TensorFlow loads
-  warnings.filterwarnings('ignore', category=FutureWarning)  # google.api_core on Python 3.10
-  # Imported here, after the lines above: the report package loads TFX and TensorFlow.
+  console.quiet_libraries()
+  # Imported here, after the line above: the report package loads TFX and TensorFlow.
   from pipeline import report  # pylint: disable=g-import-not-at-top
   from pipeline.settings import Settings, SettingsError  # pylint: disable=g-import-not-at-top
   try:

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import List, Optional
 
+from pipeline.orchestration import console
 from pipeline.settings import Settings
 
 
@@ -33,7 +34,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument('captions', nargs='*', help='captions (default: one per stdin line)')
   parser.add_argument('--model', help='SavedModel directory (default: the latest pushed model)')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  console.quiet_libraries()
   captions = args.captions or [line.rstrip('\n') for line in sys.stdin if line.strip()]
   if not captions:
     parser.error('no captions given')
