@@ -12,7 +12,7 @@ run: venv          ## the whole pipeline on data/ (LocalDagRunner)
 
 test: venv         ## every test, slow end-to-end ones included
 	@bash tools/test-deps.sh
-	$(PY) -m pytest -m "slow or not slow" -q
+	$(PY) -m pytest -m "slow or not slow" -q --durations=15
 
 test-fast: venv    ## unit tests only (~30 s)
 	$(PY) -m pytest -q
