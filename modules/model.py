@@ -8,6 +8,7 @@ layer, and mixing it with Keras 3 fails (see modules/__init__.py).
 import logging
 import math
 import time
+import weakref
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -145,21 +146,34 @@ def build_model(num_classes: int, embed_dim: int, gru_units: int, dropout: float
 
 
 # ------------------------------------------------------------------ eval
+_BATCH_NLL = weakref.WeakKeyDictionary()   # model -> its traced batch NLL function
+
+
+def _batch_nll(model: CaptionLM):
+  """The model's batch NLL as one tf.function, traced once with unknown batch
+  and length: per-epoch evaluation then reuses the graph instead of tracing
+  the GRU again every epoch (and for every new masked shape)."""
+  if model not in _BATCH_NLL:
+    spec = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[spec, spec])
+    def batch_nll(inputs, targets):
+      nll = model.predicted_nll(inputs, targets)
+      return tf.reduce_sum(nll), tf.cast(tf.size(nll), tf.float32)
+    _BATCH_NLL[model] = batch_nll
+  return _BATCH_NLL[model]
+
+
 def corpus_nll(model: CaptionLM, dataset: tf.data.Dataset) -> Tuple[float, int]:
   """Total NLL and predicted-token count over a dataset (exact perplexity).
 
   Like training, the softmax is computed only where a token is predicted:
   evaluation cost then follows the real tokens, not the padded length.
   """
-
-  @tf.function(reduce_retracing=True)
-  def batch_nll(inputs, targets):
-    nll = model.predicted_nll(inputs, targets)
-    return tf.reduce_sum(nll), tf.cast(tf.size(nll), tf.float32)
-
+  batch_nll = _batch_nll(model)
   total, count = 0.0, 0.0
   for inputs, targets in dataset:
-    nll, n = batch_nll(inputs, targets)
+    nll, n = batch_nll(tf.cast(inputs, tf.int32), tf.cast(targets, tf.int32))
     total += float(nll)
     count += float(n)
   return total, int(count)
