@@ -9,7 +9,7 @@ split with the model twice to compare it with itself: the slowest part of a
 re-run. Comparing a model with itself decides nothing (every change is 0, so
 the change threshold holds), and the value thresholds were already checked
 on the same examples with the same config. Here that earlier evaluation is
-found (each evaluation records what it was of in `EVALUATED_FILE`, next to
+found (each evaluation records what it was of in `files.EVALUATED_FILE`, next to
 TFMA's files, in the same Evaluator output directory) and copied; the
 blessing is written from its validation result, exactly as TFX does.
 Anything else, or no such evaluation (another pipeline root, a Vertex run
@@ -29,8 +29,6 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils
 
 from pipeline.artifacts import files
-
-EVALUATED_FILE = files.EVALUATED_FILE
 
 
 def evaluated_key(input_dict: Dict[str, List[types.Artifact]],
@@ -68,7 +66,7 @@ def find_evaluation(output_uri: str, key: Dict[str, Any]) -> Optional[str]:
   siblings = sorted((s for s in siblings if s.isdigit()), key=int, reverse=True)
   for name in siblings:
     candidate = os.path.join(parent, name)
-    record = os.path.join(candidate, EVALUATED_FILE)
+    record = os.path.join(candidate, files.EVALUATED_FILE)
     if candidate.rstrip('/') == output_uri.rstrip('/') or not fileio.exists(record):
       continue
     with fileio.open(record) as f:
@@ -122,12 +120,12 @@ class Executor(evaluator_executor.Executor):
     else:
       for name in fileio.listdir(earlier):
         name = name.rstrip('/')
-        if name != EVALUATED_FILE:
+        if name != files.EVALUATED_FILE:
           io_utils.copy_file(os.path.join(earlier, name), os.path.join(output_uri, name),
                              overwrite=True)
       blessed = write_blessing(input_dict, output_dict, exec_properties, output_uri)
       logging.info('The candidate is the latest blessed model itself: reused the evaluation '
                    'in %s (blessed: %s).', earlier, blessed)
       record = dict(key, reused_from=earlier)
-    with fileio.open(os.path.join(output_uri, EVALUATED_FILE), 'w') as f:
+    with fileio.open(os.path.join(output_uri, files.EVALUATED_FILE), 'w') as f:
       json.dump(record, f, indent=1)
