@@ -12,31 +12,42 @@
   plus `COCO_DATAFLOW_REQUIREMENTS` (see `shipping_args`).
 
 Every mode names how our code ships (`--setup_file` or an image). Without one,
-TFX builds and stages an sdist of TFX itself in every Beam component.
+TFX builds and stages an sdist of TFX itself in every Beam component. Inside
+the component image (Kubeflow/Vertex: `in_image`) the code is installed
+already and no checkout exists, so it ships as the image: a `--setup_file`
+there would name a path of the machine that compiled the spec (the local
+rehearsal found that, pipeline/orchestration/rehearsal.py).
 """
 
 from typing import List, Optional
 
-from pipeline.settings import SETUP_FILE, BeamSettings, GcpSettings
+from pipeline.settings import SETUP_FILE, BeamSettings, GcpSettings, SettingsError, variable
 
 
-def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings,
-                       mode: Optional[str] = None) -> List[str]:
-  """The `beam_pipeline_args` for one runner mode (default: `beam.mode`)."""
+def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings, mode: Optional[str] = None,
+                       in_image: bool = False) -> List[str]:
+  """The `beam_pipeline_args` for one runner mode (default: `beam.mode`);
+  `in_image`: for executors running in the component image."""
   mode = mode or beam.mode
+  code = [f'--sdk_container_image={gcp.container_image}'] if in_image else [
+      f'--setup_file={SETUP_FILE}']
   if mode == 'in_memory':
     return ['--runner=DirectRunner', '--direct_running_mode=in_memory',
-            '--direct_num_workers=1', f'--setup_file={SETUP_FILE}']
+            '--direct_num_workers=1', *code]
   if mode == 'multi_processing':
     return ['--runner=DirectRunner', '--direct_running_mode=multi_processing',
-            f'--direct_num_workers={beam.workers}', f'--setup_file={SETUP_FILE}']
+            f'--direct_num_workers={beam.workers}', *code]
   if mode == 'portable':
     if not beam.job_endpoint:
       raise ValueError('PortableRunner needs COCO_BEAM_JOB_ENDPOINT (host:port of a Beam job '
                        'service)')
     return ['--runner=PortableRunner', f'--job_endpoint={beam.job_endpoint}',
-            f'--environment_type={beam.environment}', f'--setup_file={SETUP_FILE}']
+            f'--environment_type={beam.environment}', *code]
   if mode == 'dataflow':
+    if in_image and gcp.dataflow_ship != 'image':
+      raise SettingsError(f'{variable(GcpSettings, "dataflow_ship")}={gcp.dataflow_ship} ships '
+                       'the setup.py of this checkout, which the component image does not '
+                       'have: Kubeflow/Vertex runs give Dataflow the image (leave it unset)')
     return dataflow_args(gcp)
   raise ValueError(f'unknown Beam mode {mode!r}')
 

@@ -2,7 +2,9 @@
 two conditions a candidate model must meet to be blessed.
 
 1. It beats the Kneser-Ney trigram fitted on the same train split and scored
-   on the same eval split: `perplexity_ratio_to_kneser_ney_trigram` below 1.
+   on the same eval split: `perplexity_ratio_to_kneser_ney_trigram` at most
+   `max_ratio` (1 by default; a larger bound suits data too small for a
+   neural model to beat a trigram, such as the tests' sample).
    The trigram's perplexity is the one the Trainer measured and exported with
    the model (modules/export.py), so the gate needs no number typed in here.
 2. Its perplexity is at most `margin` (relative) above that of the latest
@@ -20,7 +22,6 @@ import tensorflow_model_analysis as tfma
 from modules import constants, evaluation, features
 
 EVAL_SPLIT = 'eval'
-MAX_RATIO_TO_KNESER_NEY = 1.0   # "beats the trigram"
 SLICE_FEATURES = (features.LENGTH_BUCKET_KEY, features.LICENSE_KEY)
 
 
@@ -34,13 +35,13 @@ def _on_whole_split(threshold: tfma.MetricThreshold) -> List[tfma.PerSliceMetric
   return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
 
 
-def eval_config(margin: float) -> tfma.EvalConfig:
+def eval_config(margin: float, max_ratio: float) -> tfma.EvalConfig:
   """TFMA config: perplexity and its ratio to the trigram (modules/evaluation.py)
   and caption counts, per slice; blessing per the module docstring. The
   thresholds sit in each metric's own MetricConfig: TFMA keys them to the
   metric's name there (MetricsSpec-level thresholds are for in-graph metrics)."""
   beats_trigram = tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
-      upper_bound={'value': MAX_RATIO_TO_KNESER_NEY}))
+      upper_bound={'value': max_ratio}))
   not_worse = tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
       direction=tfma.MetricDirection.LOWER_IS_BETTER, relative={'value': margin}))
   module = evaluation.__name__

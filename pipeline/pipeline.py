@@ -9,6 +9,7 @@ configure it from a `Settings` object: local paths and a module file, or
 gs:// roots and the code in the component image.
 """
 
+import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from ml_metadata.proto import metadata_store_pb2
@@ -126,6 +127,7 @@ def create_pipeline(
     serving_model_dir: Optional[str] = None,
     vertex_push_config: Optional[Dict[str, Any]] = None,
     bless_margin: float = 0.01,
+    bless_max_ratio: float = settings_lib.BLESS_MAX_RATIO,
 ) -> Pipeline:
   """Builds the pipeline.
 
@@ -212,7 +214,7 @@ def create_pipeline(
       baseline_model=latest_blessed.outputs['model'],
       schema=schema_gen.outputs['schema'],
       example_splits=[evaluation.EVAL_SPLIT],
-      eval_config=evaluation.eval_config(bless_margin))
+      eval_config=evaluation.eval_config(bless_margin, bless_max_ratio))
   # TFX's, but a candidate that is its own baseline (a re-run with the
   # Trainer cached) reuses its earlier evaluation: pipeline/components/evaluator.py.
   evaluator.executor_spec = executor_spec.BeamExecutorSpec(evaluator_executor.Executor)
@@ -247,6 +249,7 @@ def _common_args(settings: settings_lib.Settings) -> Dict[str, Any]:
       image_licenses=settings.images.licenses,
       image_http_timeout=settings.images.http_timeout,
       bless_margin=settings.serving.bless_margin,
+      bless_max_ratio=settings.serving.max_ratio,
   )
 
 
@@ -270,7 +273,8 @@ def local_pipeline(settings: settings_lib.Settings) -> Pipeline:
 def kubeflow_pipeline(settings: settings_lib.Settings) -> Pipeline:
   """The pipeline as it runs on Kubeflow/Vertex: gs:// roots, the code from the
   component image by dotted name (a module file would be wheeled and copied
-  to the pipeline root at compile time), Dataflow Beam args by default."""
+  to the pipeline root at compile time), Dataflow Beam args by default; a
+  blessed model goes to Vertex AI, or to COCO_KFP_SERVING_DIR when set."""
   gcp = settings.gcp
   return create_pipeline(
       pipeline_name=settings_lib.PIPELINE_NAME,
@@ -278,9 +282,12 @@ def kubeflow_pipeline(settings: settings_lib.Settings) -> Pipeline:
       data_root=gcp.data_root(),
       preprocessing_fn=settings_lib.PREPROCESSING_FN,
       run_fn=settings_lib.RUN_FN,
-      beam_pipeline_args=beam_pipeline_args(settings.beam, gcp, gcp.kfp_beam_mode),
+      beam_pipeline_args=beam_pipeline_args(settings.beam, gcp, gcp.kfp_beam_mode,
+                                            in_image=True),
       image_location=gcp.image_location() if settings.images.enabled else None,
-      vertex_push_config=vertex_push_config(gcp),
+      serving_model_dir=(os.path.join(gcp.kfp_serving_dir, settings_lib.SERVING_MODEL_NAME)
+                         if gcp.kfp_serving_dir else None),
+      vertex_push_config=None if gcp.kfp_serving_dir else vertex_push_config(gcp),
       **_common_args(settings))
 
 

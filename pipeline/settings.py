@@ -43,6 +43,8 @@ IMAGE_URL_LOCATION = 'url'           # image location meaning "fetch each row's 
 IMAGE_FOLDER_PLACEHOLDER = '{folder}'  # replaced by the folder of the row's COCO URL
 DEFAULT_IMAGE = 'gcr.io/{project}/coco-captions-tfx:latest'
 REPORT_FILE = 'report.html'
+REHEARSAL_DIR = 'rehearsal'
+BLESS_MAX_RATIO = 1.0   # a blessed model beats the Kneser-Ney trigram (pipeline/evaluation.py)
 SERVING_MODEL_NAME = PIPELINE_NAME   # the model's name in the serving layout and on Vertex AI
 # Google's prebuilt TensorFlow 2.16 CPU prediction container (Vertex AI).
 VERTEX_SERVING_IMAGE = 'us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest'
@@ -152,6 +154,9 @@ class RunSettings:
                                   'stop after this component (a TFX partial run), e.g. `Transform`',
                                   'the last component')
   verbose: bool = setting('VERBOSE', False, parse_bool, '1 shows all TF/Beam/absl logs')
+  image_venv: str = setting('IMAGE_VENV', os.path.join(PROJECT_DIR, '.venv-image'), parse_path,
+                           'virtualenv made like the component image, in which the rehearsal '
+                           '(`make rehearse`) runs the compiled spec\'s tasks', '.venv-image')
   report: bool = setting('REPORT', False, parse_bool,
                          '1 writes the run\'s HTML report (`report.html` next to the metadata) '
                          'after the run')
@@ -159,6 +164,12 @@ class RunSettings:
   @property
   def pipeline_root(self) -> str:
     return os.path.join(self.output_dir, PIPELINE_NAME)
+
+  @property
+  def rehearsal_dir(self) -> str:
+    """Where `make rehearse` compiles the Kubeflow/Vertex spec and runs it:
+    its pipeline root, serving directory, record and logs."""
+    return os.path.join(self.output_dir, REHEARSAL_DIR)
 
   @property
   def metadata_file(self) -> str:
@@ -237,6 +248,10 @@ class ServingSettings:
       'BLESS_MARGIN', 0.01, parse_fraction,
       "how much higher (relative) a candidate's eval perplexity may be than the latest blessed "
       "model's and still be blessed")
+  max_ratio: float = setting(
+      'BLESS_MAX_RATIO', BLESS_MAX_RATIO, parse_float,
+      "a candidate's eval perplexity may be at most this many times the Kneser-Ney trigram's "
+      "(1: it must beat the trigram)")
   serving_dir: Optional[str] = setting(
       'SERVING_DIR', None, parse_path,
       "local serving root: blessed models go to `<root>/coco-captions/<version>/` "
@@ -294,6 +309,10 @@ class GcpSettings:
   kfp_data_root: Optional[str] = setting('KFP_DATA_ROOT', None, parse_text,
                                          'input CSV directory (every file in it is read)',
                                          '$COCO_GCS_ROOT/data')
+  kfp_serving_dir: Optional[str] = setting(
+      'KFP_SERVING_DIR', None, parse_text,
+      'serving root for KFP/Vertex runs: blessed models go to `<root>/coco-captions/<version>/` '
+      '(TensorFlow Serving\'s layout) instead of Vertex AI', 'none (push to Vertex AI)')
   kfp_image_dir: Optional[str] = setting(
       'KFP_IMAGE_DIR', None, parse_text,
       'images for KFP/Vertex runs; `{folder}` is `train2017`, `val2017`, ... from each row\'s '

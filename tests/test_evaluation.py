@@ -235,9 +235,9 @@ def test_tfma_perplexity_equals_the_trainers_and_slices_add_up(ct):
   assert lengths == {'<=8', '9-12', '>=13'}
 
 
-def test_gate_is_on_the_whole_split_only_and_the_margin_is_the_setting():
+def test_gate_is_on_the_whole_split_only_and_margin_and_ratio_are_the_settings():
   from tensorflow_model_analysis.metrics import metric_specs  # pylint: disable=g-import-not-at-top
-  config = evaluation.eval_config(0.05)
+  config = evaluation.eval_config(0.05, 1.5)
   thresholds = metric_specs.metric_thresholds_from_metrics_specs(
       config.metrics_specs, eval_config=config)
   by_name = {key.name: found for key, found in thresholds.items()}
@@ -245,7 +245,9 @@ def test_gate_is_on_the_whole_split_only_and_the_margin_is_the_setting():
   for found in by_name.values():
     assert [str(spec) for spec, _ in found] == ['']        # the overall slice only
   (_, ratio), = by_name[metric_names.RATIO_TO_KNESER_NEY]
-  assert ratio.upper_bound.value == evaluation.MAX_RATIO_TO_KNESER_NEY
+  assert ratio.upper_bound.value == 1.5
   (_, change), = by_name[metric_names.PERPLEXITY]
   assert change.relative.value == 0.05
   assert Settings.from_env({'COCO_BLESS_MARGIN': '0.05'}).serving.bless_margin == 0.05
+  assert Settings.from_env({'COCO_BLESS_MAX_RATIO': '1.5'}).serving.max_ratio == 1.5
+  assert Settings.from_env({}).serving.max_ratio == 1.0

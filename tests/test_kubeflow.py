@@ -11,7 +11,6 @@ import inspect
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +22,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipeline import beam_args, settings
+from pipeline.orchestration import image_env
 from pipeline.tools import submit
 
 PYTHON = sys.executable
@@ -483,56 +483,23 @@ def test_dataflow_args_cover_workers_and_both_ways_of_shipping_code(gcp_env, mon
     dataflow_args()
 
 
-# ---------------------------------------------------------------- the image
-
-
-def dockerfile_instructions():
-  """(instruction, arguments) pairs of the Dockerfile, continuation lines joined."""
-  with open(os.path.join(settings.PROJECT_DIR, 'Dockerfile')) as f:
-    text = re.sub(r'\\\n', ' ', f.read())
-  lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith('#')]
-  return [tuple(l.split(None, 1)) for l in lines]
-
-
-def locked_version(package: str) -> str:
-  with open(os.path.join(settings.PROJECT_DIR, 'requirements.lock')) as f:
-    for line in f:
-      if line.split('==')[0].strip().lower() == package:
-        return line.split('==')[1].strip()
-  raise AssertionError(f'{package} is not pinned in requirements.lock')
-
-
-def test_dockerfile_base_image_matches_the_locked_tfx():
-  instructions = dockerfile_instructions()
-  froms = [args for op, args in instructions if op == 'FROM']
-  assert froms == [f'tensorflow/tfx:{locked_version("tfx")}']
-
-
-def dockerfile_copy_sources():
-  """Every source path of the Dockerfile's COPY instructions (the last word is the target)."""
-  copies = [args.split()[:-1] for op, args in dockerfile_instructions() if op == 'COPY']
-  return [s.rstrip('/') for srcs in copies for s in srcs]
-
-
-def test_dockerfile_copies_existing_sources_not_excluded_by_dockerignore():
-  with open(os.path.join(settings.PROJECT_DIR, '.dockerignore')) as f:
-    ignored = {l.strip().rstrip('/') for l in f if l.strip() and not l.startswith('#')}
-  sources = dockerfile_copy_sources()
-  assert {'setup.py', 'pipeline', 'modules'} <= set(sources)
-  for source in sources:
-    assert os.path.exists(os.path.join(settings.PROJECT_DIR, source)), source
-    assert source not in ignored, f'{source} is copied but .dockerignore excludes it'
-  assert {'.venv', 'tfx_pipeline_output', 'data', 'tests', '.git'} <= ignored
-
-
-def test_dockerfile_keeps_the_image_stack_and_entrypoint():
-  instructions = dockerfile_instructions()
-  env = ' '.join(args for op, args in instructions if op == 'ENV')
-  assert 'TF_USE_LEGACY_KERAS=1' in env
-  runs = ' '.join(args for op, args in instructions if op == 'RUN')
-  assert 'pip install --no-deps' in runs
-  # Dataflow starts workers through the base image's Beam boot ENTRYPOINT.
-  assert not [op for op, _ in instructions if op in ('ENTRYPOINT', 'CMD')]
+def test_beam_args_inside_the_image_never_name_this_checkout(gcp_env, monkeypatch):
+  """Executors on Kubeflow/Vertex run in the component image, where no checkout
+  exists: the local rehearsal found `--setup_file=<checkout>/setup.py` in the
+  spec compiled with COCO_KFP_BEAM_MODE=in_memory."""
+  current = settings.Settings.from_env()
+  for mode in ('in_memory', 'multi_processing', 'dataflow'):
+    args = beam_args.beam_pipeline_args(current.beam, current.gcp, mode, in_image=True)
+    assert f'--sdk_container_image={IMAGE}' in args, mode
+    assert not [a for a in args if settings.PROJECT_DIR in a], (mode, args)
+  local = beam_args.beam_pipeline_args(current.beam, current.gcp, 'in_memory')
+  assert f'--setup_file={settings.SETUP_FILE}' in local
+  monkeypatch.setenv('COCO_DATAFLOW_SHIP', 'setup_file')
+  current = settings.Settings.from_env()
+  with pytest.raises(settings.SettingsError, match='COCO_DATAFLOW_SHIP=setup_file'):
+    beam_args.beam_pipeline_args(current.beam, current.gcp, 'dataflow', in_image=True)
+  assert f'--setup_file={settings.SETUP_FILE}' in beam_args.beam_pipeline_args(
+      current.beam, current.gcp, 'dataflow')
 
 
 # ---------------------------------------------------------------- wheel and tfx CLI
@@ -545,11 +512,7 @@ def test_wheel_installs_pipeline_and_modules_outside_the_checkout(compiled, tmp_
   # Build from a copy of exactly what the Dockerfile copies: proves that set
   # suffices, and keeps setuptools' build/ and *.egg-info out of the checkout.
   src = tmp_path / 'src'
-  src.mkdir()
-  for source in dockerfile_copy_sources():
-    copy = shutil.copytree if os.path.isdir(os.path.join(settings.PROJECT_DIR, source)) else shutil.copy
-    copy(os.path.join(settings.PROJECT_DIR, source), src / source,
-         **({'ignore': shutil.ignore_patterns('__pycache__')} if copy is shutil.copytree else {}))
+  image_env.copy_context(str(src))
   wheels = tmp_path / 'wheels'
   built = subprocess.run([PYTHON, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
                           '-w', str(wheels), str(src)],
