@@ -323,7 +323,9 @@ class GcpSettings:
                                       'autoscaling limit')
   dataflow_disk_gb: int = setting('DATAFLOW_DISK_GB', 50, parse_positive, 'worker disk')
   dataflow_ship: str = setting('DATAFLOW_SHIP', 'image', choice(*DATAFLOW_SHIPPING),
-                               '`image` (`--sdk_container_image=$COCO_IMAGE`) or `setup_file`')
+                               '`image` (`--sdk_container_image=$COCO_IMAGE`) or `setup_file` '
+                               '(launched from a checkout only: compiling for Kubeflow/Vertex '
+                               'refuses it)')
   vertex_endpoint: str = setting('VERTEX_ENDPOINT', SERVING_MODEL_NAME, parse_text,
                                  'Vertex AI endpoint the Pusher deploys a blessed model to '
                                  '(created if absent; the model is also in the Model Registry)')
