@@ -502,6 +502,17 @@ def test_beam_args_inside_the_image_never_name_this_checkout(gcp_env, monkeypatc
       current.beam, current.gcp, 'dataflow')
 
 
+def test_compiling_with_setup_file_shipping_is_refused_by_name(tmp_path):
+  env = guarded_env(tmp_path, COCO_KFP_OUTPUT_DIR=str(tmp_path / 'out'),
+                    COCO_DATAFLOW_SHIP='setup_file')
+  ran = subprocess.run([PYTHON, RUNNER], env=env, cwd=str(tmp_path), capture_output=True,
+                       text=True, timeout=300)
+  assert ran.returncode == 2, ran.stderr[-3000:]
+  assert ran.stderr.strip().splitlines()[-1].startswith(
+      'error: COCO_DATAFLOW_SHIP=setup_file ships the setup.py of this checkout')
+  assert not (tmp_path / 'out').exists()
+
+
 # ---------------------------------------------------------------- wheel and tfx CLI
 
 

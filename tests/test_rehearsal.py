@@ -252,6 +252,20 @@ def test_tasks_get_the_images_environment_and_nothing_of_the_callers(monkeypatch
   assert 'PYTHONPATH' not in env and not [k for k in env if k.startswith('COCO_')]
 
 
+def test_the_command_names_missing_settings_before_doing_anything(tmp_path):
+  env = {k: v for k, v in os.environ.items() if not k.startswith('COCO_')}
+  env.update(COCO_OUTPUT_DIR=str(tmp_path), COCO_TRAIN_STEPS='many')
+  ran = subprocess.run([sys.executable, '-m', 'pipeline.tools.rehearse'], env=env,
+                       capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+  assert ran.returncode == 2 and "COCO_TRAIN_STEPS='many' is not an integer" in ran.stderr
+  env.pop('COCO_TRAIN_STEPS')
+  ran = subprocess.run([sys.executable, '-m', 'pipeline.tools.rehearse', '--dataflow'], env=env,
+                       capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+  assert ran.returncode == 2, ran.stderr[-2000:]
+  assert 'COCO_GCP_PROJECT' in ran.stderr and 'COCO_GCS_ROOT' in ran.stderr
+  assert os.listdir(tmp_path) == []     # nothing compiled, no environment made
+
+
 # ---------------------------------------------------------------- the real pipeline (slow)
 
 from tests.conftest import DATA_ROOT, E2E_TRAIN_STEPS, run_local  # noqa: E402
@@ -402,7 +416,7 @@ def dataflow_jobs(rehearsed, tmp_path_factory):
   from pipeline.tools import rehearse  # pylint: disable=g-import-not-at-top
   tmp = tmp_path_factory.mktemp('dataflow')
   gcp = settings.Settings.from_env(dict(rehearsed.env, **GCP_ENV))
-  spec = rehearse.compile_spec(gcp, str(tmp / 'spec'))
+  spec = rehearse.compile_spec(rehearse.dataflow_settings(gcp), str(tmp / 'spec'))
   guard = tmp / 'guard'
   guard.mkdir()
   (guard / 'sitecustomize.py').write_text(NETWORK_GUARD)
@@ -411,28 +425,54 @@ def dataflow_jobs(rehearsed, tmp_path_factory):
                                      'NETWORK_GUARD_LOG': str(tmp / 'network.log')})
   built = jobs.build_jobs(spec, os.path.join(rehearsed.root, rehearsed.job(0)), str(tmp / 'jobs'),
                           env, str(tmp), report=lambda _: None)
-  return {'built': built, 'network_log': tmp / 'network.log', 'gcp': gcp.gcp}
+  return {'built': built, 'network_log': tmp / 'network.log', 'gcp': gcp.gcp, 'env': env,
+          'tmp': tmp}
+
+
+def check_dataflow_job(task: str, path: str, gcp) -> None:
+  """The job carries the settings and only transforms Runner v2 accepts."""
+  from pipeline.orchestration import dataflow_jobs as jobs  # pylint: disable=g-import-not-at-top
+  built = jobs.load(path)
+  found = jobs.summary(built)
+  assert (found['project'], found['region']) == (PROJECT, REGION), task
+  assert found['temp_location'].startswith(f'{GCS_ROOT}/beam/tmp/'), task
+  assert found['staging_location'].startswith(f'{GCS_ROOT}/beam/staging/'), task
+  assert found['images'] == [IMAGE], task      # the workers run the component image
+  assert (found['machine_type'], found['max_workers'], found['disk_size_gb']) == (
+      gcp.dataflow_machine_type, gcp.dataflow_max_workers, gcp.dataflow_disk_gb), task
+  assert 'use_runner_v2' in found['experiments'], task
+  assert found['transforms'] > 10, task
+  assert jobs.unsupported_transforms(built) == {}, task
+  environments = built['pipeline']['components']['environments'].values()
+  assert {e['urn'] for e in environments} == {'beam:env:docker:v1'}, task
 
 
 @pytest.mark.slow
 def test_beam_stages_build_their_dataflow_jobs_offline(dataflow_jobs):
-  from pipeline.orchestration import dataflow_jobs as jobs  # pylint: disable=g-import-not-at-top
-  gcp = dataflow_jobs['gcp']
   assert sorted(dataflow_jobs['built']) == sorted(BEAM_STAGES)
   for task, path in dataflow_jobs['built'].items():
-    built = jobs.load(path)
-    found = jobs.summary(built)
-    assert (found['project'], found['region']) == (PROJECT, REGION), task
-    assert found['temp_location'].startswith(f'{GCS_ROOT}/beam/tmp/'), task
-    assert found['staging_location'].startswith(f'{GCS_ROOT}/beam/staging/'), task
-    assert found['images'] == [IMAGE], task      # the workers run the component image
-    assert (found['machine_type'], found['max_workers'], found['disk_size_gb']) == (
-        gcp.dataflow_machine_type, gcp.dataflow_max_workers, gcp.dataflow_disk_gb), task
-    assert 'use_runner_v2' in found['experiments'], task
-    assert found['transforms'] > 10, task
-    assert jobs.unsupported_transforms(built) == {}, task
-    environments = built['pipeline']['components']['environments'].values()
-    assert {e['urn'] for e in environments} == {'beam:env:docker:v1'}, task
+    check_dataflow_job(task, path, dataflow_jobs['gcp'])
+  assert not dataflow_jobs['network_log'].exists(), dataflow_jobs['network_log'].read_text()
+
+
+@pytest.mark.slow
+def test_image_example_gen_builds_its_dataflow_job_offline(rehearsed, dataflow_jobs):
+  """With images on, ImageExampleGen is a Beam stage too: its captions are the
+  rehearsed CsvExampleGen's examples, its parameters the images-on spec's."""
+  from pipeline.orchestration import dataflow_jobs as jobs  # pylint: disable=g-import-not-at-top
+  from pipeline.tools import rehearse  # pylint: disable=g-import-not-at-top
+  tmp = dataflow_jobs['tmp']
+  gcp = settings.Settings.from_env(dict(rehearsed.env, COCO_IMAGES='1', **GCP_ENV))
+  spec = kfp_spec.load(rehearse.compile_spec(rehearse.dataflow_settings(gcp), str(tmp / 'images')))
+  task = 'ImageExampleGen'
+  definitions = kfp_spec.component(spec, task).output_definitions.artifacts
+  outputs = {key: pb.RuntimeArtifact(name=f'rehearsal/{key}', type=definition.artifact_type)
+             for key, definition in definitions.items()}
+  captions = rehearsal.runtime_artifact(rehearsed.output(0, 'CsvExampleGen', 'examples'))
+  given = kfp_spec.executor_input(spec, task, {'captions': [captions]}, outputs, '')
+  path = jobs.build_job(spec, task, given, str(tmp / 'image_jobs'), dataflow_jobs['env'], str(tmp))
+  check_dataflow_job(task, path, gcp.gcp)
+  assert jobs.summary(jobs.load(path))['transforms'] > 10
   assert not dataflow_jobs['network_log'].exists(), dataflow_jobs['network_log'].read_text()
 
 

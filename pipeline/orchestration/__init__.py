@@ -1,7 +1,10 @@
 """Running the pipeline: locally (`local`: the run lock, Ctrl-C, partial runs,
-the console, the closing summary and the report) and compiled for Kubeflow
-Pipelines / Vertex AI (`kubeflow`). The runner files at the project root are
-thin: they read the settings, build the pipeline and hand it to these.
+the console, the closing summary and the report), compiled for Kubeflow
+Pipelines / Vertex AI (`kubeflow`), and that compiled spec executed here task
+by task (`kfp_spec` reads it, `rehearsal` runs it in the image-like
+environment of `image_env`; `dataflow_jobs` builds its Beam stages' Dataflow
+jobs offline). The runner files at the project root are thin: they read the
+settings, build the pipeline and hand it to these.
 
 May import everything of `pipeline` below it (settings, artifacts, the
 pipeline, the report); `tools` may import it.

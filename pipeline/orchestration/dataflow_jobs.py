@@ -168,12 +168,35 @@ def offline_args(args: List[str], job_file: str) -> List[str]:
           for a in args] + [f'{JOB_FILE_OPTION}={job_file}']
 
 
+def build_job(spec, task: str, given, out_dir: str, env: Mapping[str, str], workdir: str) -> str:
+  """Builds one stage's Dataflow job from its ExecutorInput `given` (outputs
+  are moved under `out_dir/<task>`); returns the job file."""
+  # pylint: disable=g-import-not-at-top
+  from pipeline.orchestration import kfp_spec, rehearsal
+  container = kfp_spec.executor(spec, task).container
+  task_dir = os.path.join(out_dir, task)
+  for key, listed in given.outputs.artifacts.items():
+    for artifact in listed.artifacts:
+      artifact.uri = os.path.join(task_dir, key)
+      os.makedirs(artifact.uri, exist_ok=True)
+  given.outputs.output_file = os.path.join(task_dir, rehearsal.EXECUTOR_OUTPUT_FILE)
+  job_file = os.path.join(task_dir, 'dataflow_job.json')
+  log = os.path.join(task_dir, rehearsal.LOG_FILE)
+  try:
+    rehearsal.run_command(task, [*container.command, *offline_args(list(container.args), job_file)],
+                          given, env, workdir, log)
+  except rehearsal.TaskFailed as error:
+    raise NotBuilt(str(error)) from None
+  if not os.path.exists(job_file):
+    raise NotBuilt(f'{task}: the stage ended without building a Dataflow job (log: {log})')
+  return job_file
+
+
 def build_jobs(spec_path: str, rehearsed_job_dir: str, out_dir: str, env: Mapping[str, str],
                workdir: str, report=print) -> Dict[str, str]:
   """Builds the Dataflow job of every Beam stage of the spec at `spec_path`;
   returns task -> job file. Each stage takes the ExecutorInput its task had
-  in the rehearsed job (its real input artifacts and parameters), with the
-  outputs moved under `out_dir`."""
+  in the rehearsed job (its real input artifacts and parameters)."""
   # pylint: disable=g-import-not-at-top
   import time
   from google.protobuf import json_format
@@ -187,29 +210,14 @@ def build_jobs(spec_path: str, rehearsed_job_dir: str, out_dir: str, env: Mappin
       continue
     rehearsed = os.path.join(rehearsed_job_dir, task, rehearsal.EXECUTOR_INPUT_FILE)
     if not os.path.exists(rehearsed):
-      raise NotBuilt(f'{task}: no rehearsed ExecutorInput at {rehearsed} (rehearse first)')
+      raise NotBuilt(f'{task}: no rehearsed ExecutorInput at {rehearsed} (rehearse first, '
+                     'with the same settings)')
     given = pb.ExecutorInput()
     with open(rehearsed, encoding='utf-8') as f:
       json_format.Parse(f.read(), given)
-    task_dir = os.path.join(out_dir, task)
-    for key, listed in given.outputs.artifacts.items():
-      for artifact in listed.artifacts:
-        artifact.uri = os.path.join(task_dir, key)
-        os.makedirs(artifact.uri, exist_ok=True)
-    given.outputs.output_file = os.path.join(task_dir, rehearsal.EXECUTOR_OUTPUT_FILE)
-    job_file = os.path.join(task_dir, 'dataflow_job.json')
     start = time.monotonic()
-    try:
-      rehearsal.run_command(task, [*executor.container.command,
-                                   *offline_args(list(executor.container.args), job_file)],
-                            given, env, workdir, os.path.join(task_dir, rehearsal.LOG_FILE))
-    except rehearsal.TaskFailed as error:
-      raise NotBuilt(str(error)) from None
-    if not os.path.exists(job_file):
-      raise NotBuilt(f'{task}: the stage ended without building a Dataflow job '
-                     f'(log: {os.path.join(task_dir, rehearsal.LOG_FILE)})')
-    built[task] = job_file
-    found = summary(load(job_file))
+    built[task] = build_job(spec, task, given, out_dir, env, workdir)
+    found = summary(load(built[task]))
     report(f'{task:<16} {time.monotonic() - start:5.1f}s  {found["transforms"]} transforms, '
            f'{found["machine_type"]} x <= {found["max_workers"]}, {found["region"]}, '
            f'image {", ".join(found["images"])}')

@@ -39,7 +39,7 @@ import tempfile
 import time
 from typing import List, Optional
 
-from pipeline.settings import PROJECT_DIR, SERVING_MODEL_NAME, Settings, SettingsError
+from pipeline.settings import PROJECT_DIR, Settings, SettingsError
 
 SPEC_FILE = 'pipeline.json'
 PIPELINE_ROOT = 'pipeline_root'
@@ -59,8 +59,10 @@ def rehearsal_settings(settings: Settings) -> Settings:
   return dataclasses.replace(settings, gcp=gcp)
 
 
-def serving_model_dir(settings: Settings) -> str:
-  return os.path.join(settings.run.rehearsal_dir, SERVING, SERVING_MODEL_NAME)
+def dataflow_settings(settings: Settings) -> Settings:
+  """The settings compiled for `--dataflow`: the user's GCP ones, Beam on Dataflow."""
+  return dataclasses.replace(settings, gcp=dataclasses.replace(settings.gcp,
+                                                               kfp_beam_mode='dataflow'))
 
 
 def compile_spec(settings: Settings, output_dir: str) -> str:
@@ -118,8 +120,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   os.makedirs(root, exist_ok=True)
   start = time.monotonic()
   try:
-    spec = compile_spec(user if args.dataflow else settings,
-                        os.path.join(root, DATAFLOW) if args.dataflow else root)
+    spec = (compile_spec(dataflow_settings(user), os.path.join(root, DATAFLOW)) if args.dataflow
+            else compile_spec(settings, root))
   except SettingsError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
