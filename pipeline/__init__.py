@@ -18,3 +18,12 @@ beam_args, pipeline -> report -> orchestration -> tools.
 """
 
 import modules  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything loads TensorFlow)
+
+
+def __getattr__(name):
+  """`pipeline.ImageDeadLetter`, the class path its KFP type name stands for
+  (pipeline/artifacts/types.py); imported only when asked."""
+  if name == 'ImageDeadLetter':
+    from pipeline.artifacts.types import ImageDeadLetter  # pylint: disable=g-import-not-at-top
+    return ImageDeadLetter
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

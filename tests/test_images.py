@@ -28,6 +28,7 @@ from modules import constants, features
 from modules.preprocessing import clean_caption_texts, clean_captions
 from pipeline import settings
 from pipeline.artifacts import files, metadata
+from pipeline.artifacts.types import ImageDeadLetter
 from pipeline.csv_input.checks import CsvFormatError
 from pipeline.images import records, transforms
 from pipeline.settings import Settings, SettingsError
@@ -512,7 +513,7 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
   side = tf.io.decode_jpeg(feature(next(iter(found.values())), 'image')).shape
   assert side == (constants.IMAGE_SIZE, constants.IMAGE_SIZE, 3)
 
-  (report,) = store.get_artifacts_by_type('coco.ImageDeadLetter')
+  (report,) = store.get_artifacts_by_type(ImageDeadLetter.TYPE_NAME)
   properties = {k: v.int_value or v.string_value for k, v in report.custom_properties.items()}
   assert properties['kept_captions'] == len(kept)
   assert properties['failed_corrupt_images'] == properties['failed_missing_images'] == 1

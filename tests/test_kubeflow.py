@@ -314,6 +314,27 @@ def test_images_on_compiles_image_example_gen_into_the_dag(compiled_images, monk
   assert container['args'][-len(expected):] == expected
 
 
+def test_every_artifact_type_of_the_spec_imports_by_its_schema_title(compiled_images):
+  """TFX's container entrypoint turns each artifact's schema title back into a
+  class by importing it; a custom type named like a class nobody can import
+  compiles fine and fails in the container (the rehearsal found
+  `coco.ImageDeadLetter`)."""
+  from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entry
+  from tfx.types import artifact as tfx_artifact
+  from tfx.utils import import_utils
+  spec = pipeline_spec_pb2.PipelineSpec()
+  json_format.ParseDict(compiled_images, spec)
+  titles = {}
+  for component in spec.components.values():
+    for definitions in (component.input_definitions.artifacts,
+                        component.output_definitions.artifacts):
+      for definition in definitions.values():
+        path = entry._retrieve_class_path(definition.artifact_type)  # pylint: disable=protected-access
+        titles[path] = import_utils.import_class_by_path(path)
+  assert all(issubclass(cls, tfx_artifact.Artifact) for cls in titles.values())
+  assert titles['pipeline.ImageDeadLetter'].__name__ == 'ImageDeadLetter'
+
+
 def test_functions_named_by_the_spec_import_and_are_callable(compiled):
   names = referenced_functions(spec_dict(compiled))
   assert names[2:] == ['pipeline.components.csv_example_gen.Executor',

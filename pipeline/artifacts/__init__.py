@@ -1,5 +1,5 @@
 """Reading what a run did: ML Metadata (`metadata`) and the files of its
-artifacts (`files`).
+artifacts (`files`); the artifact types of our own components (`types`).
 
 `metadata` finds a run's executions and output artifacts; `files` is the one
 module that knows how an artifact is laid out on disk (split directories,

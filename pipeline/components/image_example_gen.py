@@ -40,6 +40,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from modules import constants
 from pipeline import settings
 from pipeline.artifacts import files
+from pipeline.artifacts.types import ImageDeadLetter
 from pipeline.images import records, transforms
 
 log = logging.getLogger('coco_captions.images')
@@ -48,12 +49,6 @@ CAPTIONS_KEY = 'captions'           # input: CsvExampleGen's examples
 EXAMPLES_KEY = 'examples'           # output: the image-caption examples
 DEAD_LETTER_KEY = 'dead_letter'
 EXAMPLE_FILE_NAME = 'data_tfrecord'   # as ExampleGen names its files
-
-
-class ImageDeadLetter(artifact.Artifact):
-  """dead_letter.csv and summary.json of one ImageExampleGen run; the counts
-  are custom properties. (KFP schema titles need '<namespace>.<Name>'.)"""
-  TYPE_NAME = 'coco.ImageDeadLetter'
 
 
 class ImageExampleGenSpec(ComponentSpec):
