@@ -395,11 +395,20 @@ def test_corrupt_and_missing_images_land_in_the_dead_letter(tmp_path, capsys):
 
 
 class _Images(http.server.BaseHTTPRequestHandler):
-  """Serves /ok.jpg, answers /gone.jpg with 404 and /slow.jpg too late."""
+  """Serves /ok.jpg, answers /gone.jpg with 404 and /slow.jpg too late;
+  /flaky.jpg answers 503 to its first two requests, /reset.jpg closes the
+  connection without an answer the first time; both then serve the image."""
   payload = b''
+  requests: dict = {}
 
   def do_GET(self):  # noqa: N802
-    if self.path == '/ok/ok.jpg':
+    seen = self.requests[self.path] = self.requests.get(self.path, 0) + 1
+    if self.path == '/flaky/flaky.jpg' and seen <= 2:
+      self.send_error(503)
+    elif self.path == '/reset/reset.jpg' and seen == 1:
+      self.close_connection = True
+      self.connection.shutdown(2)
+    elif self.path in ('/ok/ok.jpg', '/flaky/flaky.jpg', '/reset/reset.jpg'):
       self.send_response(200)
       self.send_header('Content-Length', str(len(self.payload)))
       self.end_headers()
@@ -422,6 +431,7 @@ class _Images(http.server.BaseHTTPRequestHandler):
 def image_server(monkeypatch):
   monkeypatch.setenv('no_proxy', '127.0.0.1,localhost')   # never through a proxy
   _Images.payload = png_bytes(40, 60)
+  _Images.requests = {}
   server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Images)
   server.daemon_threads = True
   thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -440,20 +450,67 @@ def test_url_images_http_errors_and_timeouts_are_dead_lettered(tmp_path, image_s
         [2, 21, 'Gone.', f'{image_server}/gone/gone.jpg', 'gone.jpg', 'Attribution License'],
         [3, 31, 'Slow.', f'{image_server}/slow/slow.jpg', 'slow.jpg', 'Attribution License'],
         [4, 41, 'Not ours.', f'{image_server}/ok/ok.jpg', 'ok.jpg', 'Attribution-NonCommercial License'],
+        [5, 51, 'Flaky.', f'{image_server}/flaky/flaky.jpg', 'flaky.jpg', 'Attribution License'],
+        [6, 61, 'Reset.', f'{image_server}/reset/reset.jpg', 'reset.jpg', 'Attribution License'],
     ], [f])
   output = str(tmp_path / 'out')
   counts = transforms.run(str(path), 'url', output, size=SIZE,
                           allowed_licenses=settings.ALLOWED_LICENSES, http_timeout=0.5,
                           beam_args=['--runner=DirectRunner'])
   examples = read_tfrecords(os.path.join(output, 'images-*.tfrecord.gz'))
-  assert sorted(feature(e, 'id') for e in examples) == [11, 12]
-  assert {feature(e, 'caption') for e in examples} == {b'a photo', b'the same photo'}
-  dead = {int(d['id']): (d['reason'], d['detail']) for d in dead_letter(output)}
-  assert dead == {21: ('http_error', 'HTTP 404 Not Found'),
-                  31: ('timeout', 'no answer within 0.5s')}
-  assert counts['kept_images'] == 1 and counts['filtered_license_captions'] == 1
+  assert sorted(feature(e, 'id') for e in examples) == [11, 12, 51, 61]
+  assert {feature(e, 'caption') for e in examples} == {b'a photo', b'the same photo', b'flaky',
+                                                       b'reset'}
+  dead = {int(d['id']): (d['reason'], d['detail'], d['attempts']) for d in dead_letter(output)}
+  # A 404 is final at once; a timeout is retried up to READ_ATTEMPTS reads.
+  attempts = records.READ_ATTEMPTS
+  assert dead == {21: ('http_error', 'HTTP 404 Not Found', '1'),
+                  31: ('timeout', f'no answer within 0.5s ({attempts} attempts)', str(attempts))}
+  assert _Images.requests['/gone/gone.jpg'] == 1
+  assert _Images.requests['/flaky/flaky.jpg'] == 3 and _Images.requests['/reset/reset.jpg'] == 2
+  assert counts['kept_images'] == 3 and counts['filtered_license_captions'] == 1
   assert counts['failed_images'] == dict.fromkeys(records.FAILURE_REASONS, 0) | {
       'http_error': 1, 'timeout': 1}
+  # Retries apart from final failures: flaky (2), reset (1), slow (attempts - 1, not recovered).
+  assert (counts['retried_images'], counts['recovered_images']) == (3, 2)
+  assert counts['read_retries'] == 2 + 1 + (attempts - 1)
+  assert records.summary_line(counts).endswith(
+      f'; retried 3 images ({counts["read_retries"]} retries, 2 recovered)')
+
+
+def test_reads_are_retried_with_backoff_only_when_the_failure_is_transient(image_server):
+  waits = []
+  data, retries = records.read_with_retries(f'{image_server}/flaky/flaky.jpg', 2.0,
+                                            sleep=waits.append)
+  assert (data, retries, waits) == (_Images.payload, 2, [records.RETRY_FIRST_WAIT,
+                                                        2 * records.RETRY_FIRST_WAIT])
+  waits.clear()
+  with pytest.raises(records.ImageFailure) as failure:
+    records.read_with_retries(f'{image_server}/gone/gone.jpg', 2.0, sleep=waits.append)
+  assert (failure.value.reason, failure.value.attempts, waits) == ('http_error', 1, [])
+  assert not failure.value.transient
+  # Bounded in count...
+  _Images.requests = {}
+  with pytest.raises(records.ImageFailure) as failure:
+    records.read_with_retries(f'{image_server}/flaky/flaky.jpg', 2.0, attempts=2,
+                              sleep=waits.append)
+  assert failure.value.attempts == 2
+  assert failure.value.detail == 'HTTP 503 Service Unavailable (2 attempts)'
+  # ... and in time: no retry starts past the budget (a fake clock: 10 s per
+  # read; the second read starts at 10.5 s, a third would start at 21 s > 15 s).
+  now = [0.0]
+  def clock():
+    now[0] += 10
+    return now[0]
+  _Images.requests = {}
+  with pytest.raises(records.ImageFailure) as failure:
+    records.read_with_retries(f'{image_server}/flaky/flaky.jpg', 2.0, budget=15,
+                              sleep=lambda s: None, clock=clock)
+  assert failure.value.attempts == 2
+  # A missing local file is final; a local read error is not retried forever either.
+  with pytest.raises(records.ImageFailure) as failure:
+    records.read_with_retries('/nonexistent/x.jpg', 1.0, sleep=waits.append)
+  assert (failure.value.reason, failure.value.attempts) == ('missing', 1)
 
 
 # ------------------------------------------------------------------ the pipeline with images

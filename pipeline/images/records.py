@@ -7,6 +7,14 @@ reason (FAILURE_REASONS: missing, corrupt, read_error, http_error, timeout)
 is a Beam counter and a dead-letter row (DEAD_LETTER_COLUMNS), and a run ends
 with one summary line (`summary_line`).
 
+Reads that fail transiently (timeouts, HTTP 5xx and 429, connection resets,
+filesystem errors other than a missing file) are retried with exponential
+backoff, at most READ_ATTEMPTS times and never starting a retry later than
+RETRY_BUDGET_SECONDS after the first attempt (`read_with_retries`); permanent
+failures (HTTP 4xx, a missing file, undecodable bytes) are not. Retries are
+counted apart from final failures: in the summary and in the dead letter's
+`attempts` column.
+
 Image location: a directory or gs:// prefix holding each row's `file_name`; a
 `{folder}` in it is replaced by the folder of the row's COCO URL (train2017,
 val2017, ...), so `.../coco/{folder}` reads COCO's own layout; `url` fetches
@@ -17,10 +25,11 @@ import csv
 import io
 import re
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -33,6 +42,10 @@ FAILURE_REASONS = ('missing', 'corrupt', 'read_error', 'http_error', 'timeout')
 COUNTER_NAMESPACE = 'coco_images'   # the Beam counters of the stage
 JPEG_QUALITY = 90                   # of the resized images
 HTTP_TIMEOUT_SECONDS = ImageSettings.http_timeout   # per image with location 'url' (10s)
+READ_ATTEMPTS = 4            # per image: the first read and up to 3 retries
+RETRY_FIRST_WAIT = 0.5       # seconds before the first retry, doubled before each next one
+RETRY_BUDGET_SECONDS = 30.0  # no retry starts later than this after the first attempt
+HTTP_TRANSIENT = frozenset({429}) | frozenset(range(500, 600))
 # The Avro format's schema: caption id, cleaned caption, JPEG bytes (the
 # record the well-known COCO example writes; its id is a 32-bit int).
 AVRO_SCHEMA = {
@@ -45,7 +58,7 @@ AVRO_SCHEMA = {
         {'name': 'image', 'type': 'bytes'},
     ],
 }
-DEAD_LETTER_COLUMNS = ('id', 'image_id', 'reason', 'detail', 'source')
+DEAD_LETTER_COLUMNS = ('id', 'image_id', 'reason', 'detail', 'source', 'attempts')
 ROW_COLUMNS = features.RAW_COLUMNS   # the fields of a caption row the stage carries
 INT_COLUMNS = (features.IMAGE_ID_KEY, features.CAPTION_ID_KEY)
 SPLIT_KEY = 'split'        # rows read from split examples carry their split name
@@ -56,13 +69,16 @@ class CaptionFormatError(ValueError):
 
 
 class ImageFailure(Exception):
-  """An image that cannot be used: `reason` is one of FAILURE_REASONS."""
+  """An image that cannot be used: `reason` is one of FAILURE_REASONS;
+  `transient` when trying again may succeed; `attempts`: reads made."""
 
-  def __init__(self, reason: str, detail: str):
+  def __init__(self, reason: str, detail: str, transient: bool = False, attempts: int = 1):
     assert reason in FAILURE_REASONS, reason
     super().__init__(f'{reason}: {detail}')
     self.reason = reason
     self.detail = detail
+    self.transient = transient
+    self.attempts = attempts
 
 
 # ------------------------------------------------------------------ rows
@@ -133,26 +149,28 @@ def image_source(row: Dict[str, Any], location: str) -> str:
 
 
 def http_get(url: str, timeout: float) -> bytes:
-  """The body of a GET, or ImageFailure('http_error' | 'timeout')."""
+  """The body of a GET, or ImageFailure('http_error' | 'timeout'), transient
+  for 5xx, 429, timeouts and connection errors."""
   try:
     with urllib.request.urlopen(url, timeout=timeout) as response:
       return response.read()
   except urllib.error.HTTPError as e:
-    raise ImageFailure('http_error', f'HTTP {e.code} {e.reason}') from None
+    raise ImageFailure('http_error', f'HTTP {e.code} {e.reason}',
+                       transient=e.code in HTTP_TRANSIENT) from None
   except urllib.error.URLError as e:
     if isinstance(e.reason, (socket.timeout, TimeoutError)):
-      raise ImageFailure('timeout', f'no answer within {timeout:g}s') from None
-    raise ImageFailure('http_error', str(e.reason)) from None
+      raise ImageFailure('timeout', f'no answer within {timeout:g}s', transient=True) from None
+    raise ImageFailure('http_error', str(e.reason), transient=True) from None
   except (socket.timeout, TimeoutError):
-    raise ImageFailure('timeout', f'no answer within {timeout:g}s') from None
+    raise ImageFailure('timeout', f'no answer within {timeout:g}s', transient=True) from None
   except OSError as e:  # connection reset mid-body and the like
-    raise ImageFailure('http_error', f'{type(e).__name__}: {e}') from None
+    raise ImageFailure('http_error', f'{type(e).__name__}: {e}', transient=True) from None
 
 
 def read_image_bytes(source: str, timeout: float) -> bytes:
   """The raw bytes of an image: HTTP(S) for URLs, Beam's FileSystems otherwise
   (local paths, gs://, every filesystem Beam knows), so the same code runs on
-  a laptop and on Dataflow workers."""
+  a laptop and on Dataflow workers. One attempt; see `read_with_retries`."""
   if source.startswith(('http://', 'https://')):
     return http_get(source, timeout)
   try:
@@ -165,7 +183,32 @@ def read_image_bytes(source: str, timeout: float) -> bytes:
       exists = True
     if not exists:
       raise ImageFailure('missing', 'no such file') from None
-    raise ImageFailure('read_error', f'{type(e).__name__}: {e}') from None
+    permanent = isinstance(e, (PermissionError, IsADirectoryError, NotADirectoryError))
+    raise ImageFailure('read_error', f'{type(e).__name__}: {e}',
+                       transient=not permanent) from None
+
+
+def read_with_retries(source: str, timeout: float, *, attempts: int = READ_ATTEMPTS,
+                      first_wait: float = RETRY_FIRST_WAIT,
+                      budget: float = RETRY_BUDGET_SECONDS,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> Tuple[bytes, int]:
+  """(bytes, retries) of an image, retrying transient failures with
+  exponential backoff: at most `attempts` reads, and no retry that would
+  start later than `budget` seconds after the first. The final ImageFailure
+  says how many reads were made (in `attempts` and in its detail)."""
+  start, wait = clock(), first_wait
+  for attempt in range(1, attempts + 1):
+    try:
+      return read_image_bytes(source, timeout), attempt - 1
+    except ImageFailure as failure:
+      out_of_time = clock() + wait - start > budget
+      if not failure.transient or attempt == attempts or out_of_time:
+        detail = failure.detail + (f' ({attempt} attempts)' if attempt > 1 else '')
+        raise ImageFailure(failure.reason, detail, failure.transient, attempt) from None
+    sleep(wait)
+    wait *= 2
+  raise AssertionError('unreachable')
 
 
 def resize_image(data: bytes, size: int, quality: int = JPEG_QUALITY) -> bytes:
@@ -221,14 +264,15 @@ def avro_record(record: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def dead_letter_lines(failed: Sequence[Any]) -> List[str]:
-  """(rows, reason, detail, source) of a failed image -> one CSV line per
-  caption (DEAD_LETTER_COLUMNS), quoted like any CSV."""
-  rows, reason, detail, source = failed
+  """(rows, reason, detail, source, attempts) of a failed image -> one CSV
+  line per caption (DEAD_LETTER_COLUMNS), quoted like any CSV."""
+  rows, reason, detail, source, attempts = failed
   lines = []
   for row in rows:
     out = io.StringIO()
     csv.writer(out, lineterminator='').writerow(
-        [row[features.CAPTION_ID_KEY], row[features.IMAGE_ID_KEY], reason, detail, source])
+        [row[features.CAPTION_ID_KEY], row[features.IMAGE_ID_KEY], reason, detail, source,
+         attempts])
     lines.append(out.getvalue())
   return lines
 
@@ -243,6 +287,11 @@ def summary_counts(counters: Dict[str, int]) -> Dict[str, Any]:
       'filtered_license_captions': value('filtered_license_captions'),
       'failed_captions': {r: value(f'failed_{r}_captions') for r in FAILURE_REASONS},
       'failed_images': {r: value(f'failed_{r}_images') for r in FAILURE_REASONS},
+      # Retries, apart from the final failures above: images read more than
+      # once, the extra reads, and the retried images whose read succeeded.
+      'retried_images': value('retried_images'),
+      'read_retries': value('read_retries'),
+      'recovered_images': value('recovered_images'),
   }
 
 
@@ -251,10 +300,13 @@ def summary_line(counts: Dict[str, Any]) -> str:
   failed = counts['failed_captions']
   reasons = ', '.join(f'{r} {n}' for r, n in failed.items() if n)
   failed_images = sum(counts['failed_images'].values())
+  retried = counts.get('retried_images', 0)
   return (f'images: kept {counts["kept_captions"]} captions of {counts["kept_images"]} images; '
           f'filtered by license {counts["filtered_license_captions"]} captions; '
           f'failed {sum(failed.values())} captions of {failed_images} images'
-          + (f' ({reasons})' if reasons else ''))
+          + (f' ({reasons})' if reasons else '')
+          + (f'; retried {retried} images ({counts["read_retries"]} retries, '
+             f'{counts["recovered_images"]} recovered)' if retried else ''))
 
 
 def counters_of(result) -> Dict[str, int]:

@@ -130,11 +130,21 @@ def _fail(image: Dict[str, Any], failure: ImageFailure, source: str):
   counter(f'failed_{failure.reason}_images').inc()
   counter(f'failed_{failure.reason}_captions').inc(len(image['rows']))
   # Plain values, not the exception: elements cross process boundaries pickled.
-  return beam.pvalue.TaggedOutput(FAILED, (image['rows'], failure.reason, failure.detail, source))
+  return beam.pvalue.TaggedOutput(FAILED, (image['rows'], failure.reason, failure.detail, source,
+                                           image.get('attempts', failure.attempts)))
+
+
+def _count_retries(attempts: int, recovered: bool) -> None:
+  if attempts > 1:
+    counter('retried_images').inc()
+    counter('read_retries').inc(attempts - 1)
+    if recovered:
+      counter('recovered_images').inc()
 
 
 class ReadImageBytes(beam.DoFn):
-  """(image_id, rows) -> {'rows', 'source', 'data'}; failures to FAILED."""
+  """(image_id, rows) -> {'rows', 'source', 'data', 'attempts'}; transient
+  read failures retried (records.read_with_retries), failures to FAILED."""
 
   def __init__(self, location: str, timeout: float):
     self._location, self._timeout = location, timeout
@@ -145,10 +155,13 @@ class ReadImageBytes(beam.DoFn):
     image = {'rows': rows, 'source': ''}
     try:
       image['source'] = records.image_source(rows[0], self._location)
-      image['data'] = records.read_image_bytes(image['source'], self._timeout)
+      image['data'], retries = records.read_with_retries(image['source'], self._timeout)
     except ImageFailure as failure:
+      _count_retries(failure.attempts, recovered=False)
       yield _fail(image, failure, image['source'])
       return
+    image['attempts'] = retries + 1
+    _count_retries(image['attempts'], recovered=True)
     yield image
 
 
