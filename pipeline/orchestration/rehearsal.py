@@ -216,20 +216,16 @@ class Rehearsal:
     log = os.path.join(task_dir, LOG_FILE)
     if container.lifecycle.HasField('pre_cache_check'):
       hook = container.lifecycle.pre_cache_check
-      self.execute(task, [*hook.command, *hook.args], given, log)
+      run_command(task, [*hook.command, *hook.args], given, self.env, self.workdir, log)
       apply_output_metadata(read_executor_output(given.outputs.output_file), given, outputs)
     with open(os.path.join(task_dir, EXECUTOR_INPUT_FILE), 'w', encoding='utf-8') as f:
       f.write(json_format.MessageToJson(given))
-    self.execute(task, [*container.command, *container.args], given, log)
+    run_command(task, [*container.command, *container.args], given, self.env, self.workdir, log)
     apply_output_metadata(read_executor_output(given.outputs.output_file), given, outputs)
     for artifact in outputs.values():
       artifact['state'] = kfp_spec.LIVE
     self.record.save()
     return {key: [artifact] for key, artifact in outputs.items()}, log
-
-  def execute(self, task: str, argv: Sequence[str], given: pb.ExecutorInput, log: str) -> None:
-    run_command(task, argv, given, self.env, self.workdir, log)
-
 
 def run_command(task: str, argv: Sequence[str], given: pb.ExecutorInput, env: Mapping[str, str],
                 workdir: str, log: str) -> None:
