@@ -2,7 +2,7 @@
 # updates the virtualenv (.venv) first; that is a no-op when nothing changed.
 PY := .venv/bin/python
 
-.PHONY: venv run test test-fast quality bench rehearse dataflow-jobs lock clean
+.PHONY: venv run test test-fast quality bench bench-images rehearse dataflow-jobs lock clean
 
 venv:
 	@bash tools/bootstrap.sh
@@ -22,6 +22,9 @@ quality: venv      ## the default run measured: cold + cached, quality, seconds,
 
 bench: venv        ## performance benchmark (bench/run.py; ~9 min on 2 cores)
 	$(PY) bench/run.py
+
+bench-images: venv ## image bytes per caption and Transform seconds, images on (bench/image_bytes.py; needs ../shared)
+	$(PY) bench/image_bytes.py
 
 rehearse: venv     ## the compiled Kubeflow/Vertex spec executed here task by task (pipeline/tools/rehearse.py)
 	$(PY) -m pipeline.tools.rehearse

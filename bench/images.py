@@ -46,6 +46,16 @@ SPLITS = ('train2017', 'val2017')
 LOCATION = os.path.join(COCO_MINI, settings.IMAGE_FOLDER_PLACEHOLDER)
 
 
+def write_results(name: str, lines) -> str:
+  """bench/results/<name>-<today>.md; returns its path."""
+  os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
+  path = os.path.join(HERE, 'results', f'{name}-{datetime.date.today().isoformat()}.md')
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines))
+  print(f'wrote {path}')
+  return path
+
+
 def prepare_captions() -> str:
   """The official caption annotations of coco-mini -> one CSV per split."""
   out = os.path.join(WORK, 'captions')
@@ -139,8 +149,6 @@ def main() -> int:
   print(f'loop without Beam: {reference["images"] / reference["seconds"]:.1f} images/s')
 
   date = datetime.date.today().isoformat()
-  os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
-  path = os.path.join(HERE, 'results', f'images-{date}.md')
   load = os.getloadavg()
   lines = [
       f'# Image stage, {date}',
@@ -172,9 +180,7 @@ def main() -> int:
       f'{reference["images"] / reference["seconds"]:.1f} | |',
       '',
   ]
-  with open(path, 'w') as f:
-    f.write('\n'.join(lines))
-  print(f'wrote {path}')
+  write_results('images', lines)
   return 0
 
 

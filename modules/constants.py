@@ -51,6 +51,7 @@ SCORE_SIGNATURE = 'score_captions'     # raw caption strings -> scores
 SERVING_SIGNATURE = 'serving_default'  # serialized tf.Examples -> scores
 METRICS_FILE = 'metrics.json'          # the Trainer's metrics, next to Format-Serving
 TRANSFORM_SIGNATURE = 'transformed_features'  # serialized tf.Examples -> slice features (TFMA)
+IMAGE_SIGNATURE = 'decoded_images'     # serialized tf.Examples (JPEG bytes) -> pixels (images on)
 # What both scoring signatures return per caption.
 LOG_LIKELIHOOD_OUTPUT = 'log_likelihood'
 PERPLEXITY_OUTPUT = 'perplexity'

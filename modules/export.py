@@ -5,7 +5,10 @@ Besides each caption's scores, both scoring signatures return the
 Kneser-Ney trigram perplexity the Trainer measured on the same split: the
 model carries the baseline it must beat, which is how the Evaluator's gate
 (modules/evaluation.py) learns it. A third signature, `transformed_features`,
-gives TFMA the caption-length slice of each example.
+gives TFMA the caption-length slice of each example. With images on, a
+fourth, `decoded_images`, takes tf.Examples carrying raw JPEG bytes and
+returns the pixels a model reads (the transformed examples keep the JPEG; it
+is decoded here, in the serving graph, as in the Trainer's input pipeline).
 
 As in the TFX penguin template, the serving functions attach the TFT layer:
 what the model is served is what it was trained on, preprocessing included.
@@ -20,6 +23,7 @@ import tf_keras as keras
 
 from modules import constants, features
 from modules.model import lm_inputs_and_targets, token_nll
+from modules.preprocessing import normalized_images
 
 
 def _raw_features(captions: tf.Tensor, raw_spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -46,8 +50,10 @@ def _raw_features(captions: tf.Tensor, raw_spec: Dict[str, Any]) -> Dict[str, An
 
 def _serving_parse_spec(raw_spec: Dict[str, Any]) -> Dict[str, Any]:
   """Parse spec for serving tf.Examples: only what preprocessing_fn reads,
-  with defaults so a request carrying just a caption is accepted."""
-  defaults = {features.CAPTION_KEY: '', features.IMAGE_ID_KEY: 0, features.CAPTION_ID_KEY: 0}
+  with defaults so a request carrying just a caption (or just an image) is
+  accepted."""
+  defaults = {features.CAPTION_KEY: '', features.IMAGE_ID_KEY: 0, features.CAPTION_ID_KEY: 0,
+              features.IMAGE_KEY: ''}
   spec = {}
   for key, default in defaults.items():
     if key not in raw_spec:
@@ -71,12 +77,15 @@ def length_buckets(num_tokens: tf.Tensor) -> tf.Tensor:
 
 
 def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
-                 export_dir: str, kneser_ney_perplexity: float) -> None:
-  """Saves a SavedModel with the transform graph and three signatures.
+                 export_dir: str, kneser_ney_perplexity: float,
+                 image_size: int = constants.IMAGE_SIZE) -> None:
+  """Saves a SavedModel with the transform graph and its signatures.
 
   `score_captions`: raw caption strings -> log-likelihood and perplexity.
   `serving_default`: serialized tf.Examples (as CsvExampleGen writes them).
   `transformed_features`: serialized tf.Examples -> the length slice (TFMA).
+  `decoded_images` (images on): serialized tf.Examples with JPEG bytes ->
+  float32 [batch, image_size, image_size, 3].
   """
   model.tft_layer = tft_output.transform_features_layer()
   raw_spec = tft_output.raw_feature_spec()
@@ -110,8 +119,16 @@ def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
     transformed = model.tft_layer(tf.io.parse_example(serialized, parse_spec))
     return {features.LENGTH_BUCKET_KEY: length_buckets(transformed[features.NUM_TOKENS_KEY])}
 
-  tf.saved_model.save(model, export_dir, signatures={
+  signatures = {
       constants.SERVING_SIGNATURE: serve_examples,
       constants.SCORE_SIGNATURE: score_captions,
       constants.TRANSFORM_SIGNATURE: transformed_features,
-  })
+  }
+  if features.TRANSFORMED_IMAGE_KEY in tft_output.transformed_feature_spec():
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+    def decoded_images(serialized):
+      transformed = model.tft_layer(tf.io.parse_example(serialized, parse_spec))
+      images = tf.reshape(transformed[features.TRANSFORMED_IMAGE_KEY], [-1])
+      return {features.TRANSFORMED_IMAGE_KEY: normalized_images(images, image_size)}
+    signatures[constants.IMAGE_SIGNATURE] = decoded_images
+  tf.saved_model.save(model, export_dir, signatures=signatures)

@@ -26,7 +26,7 @@ NUM_TOKENS_KEY = 'num_tokens'
 LENGTH_RATIO_KEY = 'length_ratio'   # caption length / mean length (full pass)
 TRANSFORMED_IMAGE_ID_KEY = 'image_id'
 TRANSFORMED_CAPTION_ID_KEY = 'caption_id'
-TRANSFORMED_IMAGE_KEY = 'image'     # float32 [image_size, image_size, 3] in [0, 1] (images on)
+TRANSFORMED_IMAGE_KEY = 'image'     # the JPEG bytes, still encoded (images on; see preprocessing_fn)
 
 # ---------------------------------------------------------------- evaluation slices
 # What the exported `transformed_features` signature returns for TFMA's slicing

@@ -3,6 +3,10 @@
 The token features of a split are a few MB even at 400k captions, so they are
 read into memory once; training shuffles and repeats them, evaluation reads
 them in order, and the count baselines see exactly the same tokens.
+
+Images (with images on) stay JPEG bytes in the transformed examples and are
+decoded where a model reads them: `image_dataset` is that input pipeline.
+The language model reads only the tokens, so `run_fn` does not call it.
 """
 
 from typing import Dict, List
@@ -16,11 +20,12 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from modules import features
 from modules.model import lm_inputs_and_targets
+from modules.preprocessing import normalized_images
 
 
 def schema_subset(schema: schema_pb2.Schema, keys) -> schema_pb2.Schema:
   """The schema's features named in `keys` only, so reading parses just those
-  (with images on, each example also holds a 49k-float image tensor)."""
+  (with images on, each example also holds its JPEG)."""
   subset = schema_pb2.Schema()
   subset.CopyFrom(schema)
   del subset.feature[:]
@@ -47,6 +52,28 @@ def load_split(fn_args: FnArgs, files: List[str],
       features.TOKEN_IDS_KEY: np.concatenate(parts[features.TOKEN_IDS_KEY]),
       features.NUM_TOKENS_KEY: np.concatenate(parts[features.NUM_TOKENS_KEY]).reshape(-1),
   }
+
+
+def image_dataset(dataset_factory, files: List[str], tft_output: tft.TFTransformOutput,
+                  batch_size: int, size: int) -> tf.data.Dataset:
+  """Transformed examples -> batches of {image_id, image float32 [b, size, size, 3]}.
+
+  The input pipeline of a model that reads pictures: it parses only the ids
+  and the JPEG bytes and decodes them here, with the serving graph's function
+  (`normalized_images`), so training and serving see the same pixels.
+  `dataset_factory` is the Trainer's `fn_args.data_accessor.tf_dataset_factory`.
+  """
+  keys = (features.TRANSFORMED_IMAGE_ID_KEY, features.TRANSFORMED_IMAGE_KEY)
+  dataset = dataset_factory(
+      files,
+      tfxio.TensorFlowDatasetOptions(batch_size=batch_size, num_epochs=1, shuffle=False),
+      schema_subset(tft_output.transformed_metadata.schema, keys))
+
+  def decode(batch):
+    flat = {key: tf.reshape(batch[key], [-1]) for key in keys}
+    return dict(flat, **{features.TRANSFORMED_IMAGE_KEY: normalized_images(
+        flat[features.TRANSFORMED_IMAGE_KEY], size)})
+  return dataset.map(decode)
 
 
 def lm_dataset(split: Dict[str, np.ndarray], batch_size: int,

@@ -4,8 +4,10 @@
 string ops so the same code runs inside the transform graph (and therefore in
 the exported model) and can be called on batches from any Beam stage
 (`clean_caption_texts`, used by the image stage in pipeline/images/).
-`decode_and_resize` is likewise the one home of image decoding, shared by
-that stage and `preprocessing_fn`.
+`decode_and_resize` is likewise the one home of image decoding: the image
+stage resizes with it, and a model decodes the transformed examples' JPEG
+bytes with it (`normalized_images`: the Trainer's input pipeline,
+`modules.inputs.image_dataset`, and the exported serving graph).
 """
 
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -60,8 +62,9 @@ def decode_and_resize(data: tf.Tensor, size: int) -> tf.Tensor:
 def normalized_images(images: tf.Tensor, size: int) -> tf.Tensor:
   """[batch] image bytes -> float32 [batch, size, size, 3] in [0, 1].
 
-  Empty bytes give a black image: the scoring signature feeds captions
-  without images, and the transform graph must accept that.
+  Where a model reads pictures, this is how it decodes the JPEG bytes the
+  transformed examples carry. Empty bytes (an example without an image) give
+  a black image rather than an error.
   """
   def one(data):
     return tf.cond(tf.strings.length(data) > 0,
@@ -107,8 +110,18 @@ def preprocessing_fn(inputs: Dict[str, Any],
                   analysed (train) data, a full-pass statistic.
     image_id, caption_id: passed through for joins and the split check, when
                   the raw data has them (a caption-only input has neither).
-    image:        float32 [IMAGE_SIZE, IMAGE_SIZE, 3] in [0, 1], only when the
-                  raw examples carry images (ImageExampleGen's output).
+    image:        string; only when the raw examples carry images
+                  (ImageExampleGen's output). The example's picture, still
+                  encoded: the IMAGE_SIZE x IMAGE_SIZE RGB JPEG ImageExampleGen
+                  wrote, byte for byte (b'' when the example has none).
+
+  The image stays encoded because decoded pixels are ~40x the JPEG (196 KB of
+  float32 per caption at 128x128, five captions per COCO image) and would be
+  written by Transform and read back by the Trainer for every caption. A
+  model decodes where it reads, with `normalized_images`: the Trainer's input
+  pipeline (`modules.inputs.image_dataset`) and the exported serving graph
+  (the `decoded_images` signature), so serving takes raw JPEG bytes and both
+  see the same pixels.
   """
   custom_config = custom_config or {}
   vocab_size = custom_config.get('vocab_size', constants.VOCAB_SIZE)
@@ -135,7 +148,5 @@ def preprocessing_fn(inputs: Dict[str, Any],
     if raw_key in inputs:
       outputs[key] = _dense_column(inputs[raw_key], default=tf.constant(-1, tf.int64))
   if features.IMAGE_KEY in inputs:
-    outputs[features.TRANSFORMED_IMAGE_KEY] = normalized_images(
-        _dense_column(inputs[features.IMAGE_KEY], default=''),
-        custom_config.get('image_size', constants.IMAGE_SIZE))
+    outputs[features.TRANSFORMED_IMAGE_KEY] = _dense_column(inputs[features.IMAGE_KEY], default='')
   return outputs

@@ -150,5 +150,6 @@ def run_fn(fn_args: FnArgs) -> None:
   metrics = metrics_of(eval_ppl, baseline_ppl, epoch_logger, train_seqs, eval_seqs,
                        num_classes, hp)
   export_model(model, tft_output, fn_args.serving_model_dir,
-               kneser_ney_perplexity=baseline_ppl['kneser_ney_trigram'])
+               kneser_ney_perplexity=baseline_ppl['kneser_ney_trigram'],
+               image_size=hp.get('image_size', constants.IMAGE_SIZE))
   write_metrics(metrics, fn_args.serving_model_dir)

@@ -166,7 +166,9 @@ def create_pipeline(
         allowed_licenses=image_licenses,
         http_timeout=image_http_timeout)
     examples = image_gen.outputs['examples']
-    transform_config['image_size'] = image_size   # preprocessing_fn's image tensor
+    # The pixels a model decodes from the transformed JPEG bytes (the export's
+    # decoded_images signature).
+    trainer_config = dict(trainer_config or constants.TRAINER_DEFAULTS, image_size=image_size)
 
   statistics_gen = tfx_components.StatisticsGen(
       examples=examples, stats_options=statistics_options())

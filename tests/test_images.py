@@ -10,6 +10,7 @@ server on localhost; last, the whole pipeline with images under LocalDagRunner
 
 import csv
 import glob
+import html
 import http.server
 import json
 import logging
@@ -25,7 +26,7 @@ import pytest
 import tensorflow as tf
 
 from modules import constants, features
-from modules.preprocessing import clean_caption_texts, clean_captions
+from modules.preprocessing import clean_caption_texts, clean_captions, normalized_images
 from pipeline import settings
 from pipeline.artifacts import files, metadata
 from pipeline.artifacts.types import ImageDeadLetter
@@ -247,23 +248,91 @@ def test_summary_line_counts_every_reason():
       'failed 8 captions of 2 images (missing 5, timeout 3)')
 
 
-def test_preprocessing_fn_adds_a_normalised_image_tensor():
+IMAGE_SPEC = {'caption': tf.io.FixedLenFeature([1], tf.string),
+              'image_id': tf.io.FixedLenFeature([1], tf.int64),
+              'id': tf.io.FixedLenFeature([1], tf.int64),
+              'image': tf.io.FixedLenFeature([1], tf.string)}
+
+
+@pytest.fixture(scope='module')
+def with_images():
+  """preprocessing_fn (tft_beam) on three captions: a white JPEG, a PNG, no image."""
   from tests.test_preprocessing import analyze_and_transform
-  spec = {'caption': tf.io.FixedLenFeature([1], tf.string),
-          'image_id': tf.io.FixedLenFeature([1], tf.int64),
-          'id': tf.io.FixedLenFeature([1], tf.int64),
-          'image': tf.io.FixedLenFeature([1], tf.string)}
   white = tf.io.encode_jpeg(tf.fill([8, 8, 3], tf.constant(255, tf.uint8))).numpy()
   rows = [{'image_id': [1], 'id': [1], 'caption': [b'a dog'], 'image': [white]},
           {'image_id': [2], 'id': [2], 'caption': [b'a cat'], 'image': [png_bytes(20, 30)]},
           {'image_id': [3], 'id': [3], 'caption': [b'no image'], 'image': [b'']}]
-  out, _ = analyze_and_transform(rows, spec, {'vocab_size': 5, 'max_tokens': 4, 'image_size': 8})
-  pixels = [np.asarray(r[features.TRANSFORMED_IMAGE_KEY]) for r in out]
-  assert all(p.shape == (8, 8, 3) and p.dtype == np.float32 for p in pixels)
+  out, output = analyze_and_transform(rows, IMAGE_SPEC, {'vocab_size': 5, 'max_tokens': 4})
+  # the raw schema, as the Transform component writes it (the export parses with it)
+  from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+  metadata_io.write_metadata(
+      dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(IMAGE_SPEC)),
+      os.path.join(os.path.dirname(output.transform_savedmodel_dir),
+                   output.RAW_METADATA_DIR))
+  return rows, out, output
+
+
+def test_preprocessing_fn_keeps_each_image_as_its_encoded_bytes(with_images):
+  rows, out, output = with_images
+  assert [r[features.TRANSFORMED_IMAGE_KEY] for r in out] == [r['image'][0] for r in rows]
+  assert output.transformed_feature_spec()[features.TRANSFORMED_IMAGE_KEY] == \
+      tf.io.FixedLenFeature([], tf.string)
+  assert [r[features.NUM_TOKENS_KEY] for r in out] == [2, 2, 2]
+
+
+def test_a_model_decodes_the_bytes_to_normalised_pixels(with_images):
+  _, out, _ = with_images
+  pixels = normalized_images(tf.constant([r[features.TRANSFORMED_IMAGE_KEY] for r in out]), 8)
+  assert pixels.shape == (3, 8, 8, 3) and pixels.dtype == tf.float32
+  pixels = pixels.numpy()
   assert np.allclose(pixels[0], 1.0, atol=0.01)
   assert 0.0 <= pixels[1].min() < pixels[1].max() <= 1.0
   assert np.all(pixels[2] == 0.0)
-  assert [r[features.NUM_TOKENS_KEY] for r in out] == [2, 2, 2]
+
+
+def raw_example(row) -> bytes:
+  """A row as ImageExampleGen writes it: a serialized tf.Example."""
+  feature = {key: tf.train.Feature(bytes_list=tf.train.BytesList(value=value))
+             if isinstance(value[0], bytes) else
+             tf.train.Feature(int64_list=tf.train.Int64List(value=value))
+             for key, value in row.items()}
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_the_trainer_input_pipeline_decodes_the_transformed_jpeg(with_images, tmp_path):
+  from tfx_bsl.public import tfxio
+  from modules.inputs import image_dataset
+  _, out, output = with_images
+  path = str(tmp_path / 'transformed.tfrecord')
+  with tf.io.TFRecordWriter(path) as writer:
+    for row in out:
+      writer.write(raw_example({key: [value] for key, value in row.items()
+                                if key in (features.TRANSFORMED_IMAGE_ID_KEY,
+                                           features.TRANSFORMED_IMAGE_KEY)}))
+  factory = lambda files, options, schema: tfxio.TFExampleRecord(
+      file_pattern=files, schema=schema).TensorFlowDataset(options)
+  (batch,) = list(image_dataset(factory, [path], output, batch_size=8, size=8))
+  assert batch[features.TRANSFORMED_IMAGE_ID_KEY].numpy().tolist() == [1, 2, 3]
+  want = normalized_images(tf.constant([r[features.TRANSFORMED_IMAGE_KEY] for r in out]), 8)
+  np.testing.assert_array_equal(batch[features.TRANSFORMED_IMAGE_KEY].numpy(), want.numpy())
+
+
+def test_the_export_decodes_raw_jpeg_bytes_in_its_serving_graph(with_images, tmp_path):
+  from modules.export import export_model
+  from modules.model import build_model
+  rows, _, output = with_images
+  export_model(build_model(constants.num_classes(5), 8, 8, 0.0), output, str(tmp_path),
+               kneser_ney_perplexity=10.0, image_size=8)
+  loaded = tf.saved_model.load(str(tmp_path))
+  examples = tf.constant([raw_example(row) for row in rows])
+  got = loaded.signatures[constants.IMAGE_SIGNATURE](examples=examples)
+  want = normalized_images(tf.constant([r['image'][0] for r in rows]), 8)
+  np.testing.assert_allclose(got[features.TRANSFORMED_IMAGE_KEY].numpy(), want.numpy(), atol=1e-6)
+  # the scoring signatures still answer: examples carrying images, bare captions
+  served = loaded.signatures[constants.SERVING_SIGNATURE](examples=examples)
+  scored = loaded.signatures[constants.SCORE_SIGNATURE](captions=tf.constant([b'a dog']))
+  for result in (served, scored):
+    assert np.all(np.isfinite(result[constants.PERPLEXITY_OUTPUT].numpy()))
 
 
 # ------------------------------------------------------------------ the stage on coco-mini
@@ -582,11 +651,29 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
 
   schema_path = glob.glob(os.path.join(pipeline_root, 'SchemaGen', 'schema', '*', 'schema.pbtxt'))
   assert 'name: "image"' in open(schema_path[0]).read()
-  transformed = read_tfrecords(os.path.join(
-      pipeline_root, 'Transform', 'transformed_examples', '*', 'Split-eval', '*'))
-  pixels = np.array(
-      transformed[0].features.feature[features.TRANSFORMED_IMAGE_KEY].float_list.value)
-  assert pixels.size == constants.IMAGE_SIZE ** 2 * 3 and 0 <= pixels.min() < pixels.max() <= 1
+  # Transform keeps each caption's JPEG, byte for byte; the Trainer's input
+  # pipeline (with TFX's own dataset factory) decodes it to pixels.
+  transformed_uri = uri('Transform')
+  transformed = read_tfrecords(os.path.join(transformed_uri, 'Split-eval', '*'))
+  assert transformed
+  for example in transformed:
+    assert feature(example, features.TRANSFORMED_IMAGE_KEY) == \
+        feature(found[feature(example, 'caption_id')], features.IMAGE_KEY)
+  from tfx.components.util import tfxio_utils
+  from tfx.types import artifact_utils, standard_artifacts
+  import tensorflow_transform as tft
+  from modules.inputs import image_dataset
+  artifact = standard_artifacts.Examples()
+  artifact.uri = transformed_uri
+  artifact.split_names = artifact_utils.encode_split_names(['train', 'eval'])
+  factory = tfxio_utils.get_tf_dataset_factory_from_artifact([artifact], [])
+  batch = next(iter(image_dataset(
+      factory, [os.path.join(transformed_uri, 'Split-eval', '*')],
+      tft.TFTransformOutput(uri('Transform', 'TransformGraph')), batch_size=4,
+      size=constants.IMAGE_SIZE)))
+  pixels = batch[features.TRANSFORMED_IMAGE_KEY].numpy()
+  assert pixels.shape == (4, constants.IMAGE_SIZE, constants.IMAGE_SIZE, 3)
+  assert 0 <= pixels.min() < pixels.max() <= 1
 
   model_dir = os.path.join(metadata.latest_model_uri(store), 'Format-Serving')
   scored = subprocess.run(
@@ -595,6 +682,26 @@ def test_pipeline_with_images_runs_end_to_end(tmp_path):
   assert scored.returncode == 0, scored.stderr[-3000:]
   ppl, loglik, caption = scored.stdout.strip().split('\t')
   assert caption == 'A dog on a couch.' and float(ppl) > 1 and float(loglik) < 0
+  # serving takes raw JPEG bytes: the model's decoded_images signature on
+  # ImageExampleGen's examples gives the input pipeline's pixels
+  eval_examples = read_tfrecords(os.path.join(uri('ImageExampleGen'), 'Split-eval', '*'))[:4]
+  served = tf.saved_model.load(model_dir).signatures[constants.IMAGE_SIGNATURE](
+      examples=tf.constant([e.SerializeToString() for e in eval_examples]))
+  served = served[features.TRANSFORMED_IMAGE_KEY].numpy()
+  assert served.shape == (4, constants.IMAGE_SIZE, constants.IMAGE_SIZE, 3)
+  for example, image in zip(eval_examples, served):
+    want = normalized_images(tf.constant([feature(example, features.IMAGE_KEY)]),
+                             constants.IMAGE_SIZE).numpy()[0]
+    np.testing.assert_allclose(image, want, atol=1e-6)
+
+  # the run report renders every section from the images-on run's artifacts
+  from pipeline.report.build import build_report
+  report = build_report(pipeline_root, metadata_file=run_settings.metadata_file)
+  assert report.missing == []
+  assert 'ImageExampleGen' in report.html and 'image_height' in report.html   # components, schema
+  eval_captions = {feature(e, features.CAPTION_KEY).decode() for e in read_tfrecords(
+      os.path.join(uri('ImageExampleGen'), 'Split-eval', '*'))}
+  assert any(html.escape(c) in report.html for c in eval_captions)   # the scored sample
 
 
 def test_avro_records_follow_the_schema_and_refuse_ids_it_cannot_hold():

@@ -21,6 +21,7 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from modules import constants
 from pipeline import beam_args, settings
 from pipeline.orchestration import image_env
 from pipeline.tools import submit
@@ -301,6 +302,10 @@ def test_images_on_compiles_image_example_gen_into_the_dag(compiled_images, monk
       f'{GCS_ROOT}/images/{{folder}}')
   assert json.loads(parameter(compiled_images, 'ImageExampleGen', 'allowed_licenses')) == list(
       settings.ALLOWED_LICENSES)
+  # Transform passes the JPEG through; the Trainer's export decodes at the image size
+  assert 'image_size' not in json.loads(parameter(compiled_images, 'Transform', 'custom_config'))
+  assert json.loads(parameter(compiled_images, 'Trainer', 'custom_config'))['image_size'] == (
+      constants.IMAGE_SIZE)
   container = executor_of(compiled_images, 'ImageExampleGen')
   assert container['image'] == IMAGE
   class_path = container['args'][container['args'].index('--executor_class_path') + 1]

@@ -45,8 +45,10 @@ def test_images_switch_adds_image_example_gen_after_csv_example_gen():
     assert by_id[consumer].inputs['examples'] is by_id['ImageExampleGen'].outputs['examples']
   props = by_id['ImageExampleGen'].exec_properties
   assert props['image_location'] == '/images/{folder}' and props['image_size'] == 32
-  assert '"image_size": 32' in by_id['Transform'].exec_properties['custom_config']
-  assert 'image_size' not in {c.id: c for c in build().components}['Transform'].exec_properties['custom_config']
+  # Transform passes the JPEG through; the Trainer's export decodes at this size.
+  assert 'image_size' not in by_id['Transform'].exec_properties['custom_config']
+  assert '"image_size": 32' in by_id['Trainer'].exec_properties['custom_config']
+  assert 'image_size' not in {c.id: c for c in build().components}['Trainer'].exec_properties['custom_config']
   p = from_env(IMAGES='1', IMAGE_DIR='gs://bucket/images')
   assert p.components[2].id == 'ImageExampleGen'
   assert p.components[2].exec_properties['image_location'] == 'gs://bucket/images'
