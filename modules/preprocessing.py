@@ -115,7 +115,7 @@ def preprocessing_fn(inputs: Dict[str, Any],
                   encoded: the IMAGE_SIZE x IMAGE_SIZE RGB JPEG ImageExampleGen
                   wrote, byte for byte (b'' when the example has none).
 
-  The image stays encoded because decoded pixels are ~40x the JPEG (196 KB of
+  The image stays encoded because decoded pixels are ~30x the JPEG (196 KB of
   float32 per caption at 128x128, five captions per COCO image) and would be
   written by Transform and read back by the Trainer for every caption. A
   model decodes where it reads, with `normalized_images`: the Trainer's input
