@@ -48,12 +48,14 @@ def _raw_features(captions: tf.Tensor, raw_spec: Dict[str, Any]) -> Dict[str, An
   return raw
 
 
-def _serving_parse_spec(raw_spec: Dict[str, Any]) -> Dict[str, Any]:
+def _serving_parse_spec(raw_spec: Dict[str, Any], with_image: bool = False) -> Dict[str, Any]:
   """Parse spec for serving tf.Examples: only what preprocessing_fn reads,
-  with defaults so a request carrying just a caption (or just an image) is
-  accepted."""
-  defaults = {features.CAPTION_KEY: '', features.IMAGE_ID_KEY: 0, features.CAPTION_ID_KEY: 0,
-              features.IMAGE_KEY: ''}
+  with defaults so a request carrying just a caption is accepted. The image
+  is parsed only `with_image`: scoring never reads it, and the Evaluator
+  scores every eval example."""
+  defaults = {features.CAPTION_KEY: '', features.IMAGE_ID_KEY: 0, features.CAPTION_ID_KEY: 0}
+  if with_image:
+    defaults[features.IMAGE_KEY] = ''
   spec = {}
   for key, default in defaults.items():
     if key not in raw_spec:
@@ -125,9 +127,11 @@ def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
       constants.TRANSFORM_SIGNATURE: transformed_features,
   }
   if features.TRANSFORMED_IMAGE_KEY in tft_output.transformed_feature_spec():
+    image_parse_spec = _serving_parse_spec(raw_spec, with_image=True)
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
     def decoded_images(serialized):
-      transformed = model.tft_layer(tf.io.parse_example(serialized, parse_spec))
+      transformed = model.tft_layer(tf.io.parse_example(serialized, image_parse_spec))
       images = tf.reshape(transformed[features.TRANSFORMED_IMAGE_KEY], [-1])
       return {features.TRANSFORMED_IMAGE_KEY: normalized_images(images, image_size)}
     signatures[constants.IMAGE_SIGNATURE] = decoded_images
