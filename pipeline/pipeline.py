@@ -152,6 +152,7 @@ def create_pipeline(
     raise ValueError('Give either module_file, or both preprocessing_fn and run_fn.')
   transform_config = dict(transform_config or {'vocab_size': constants.VOCAB_SIZE,
                                                'max_tokens': constants.MAX_TOKENS})
+  trainer_config = dict(trainer_config or constants.TRAINER_DEFAULTS)
 
   csv_gen = example_gen(data_root, example_gen_executor, max_rejected,
                         transform_config['max_tokens'])
@@ -168,7 +169,7 @@ def create_pipeline(
     examples = image_gen.outputs['examples']
     # The pixels a model decodes from the transformed JPEG bytes (the export's
     # decoded_images signature).
-    trainer_config = dict(trainer_config or constants.TRAINER_DEFAULTS, image_size=image_size)
+    trainer_config['image_size'] = image_size
 
   statistics_gen = tfx_components.StatisticsGen(
       examples=examples, stats_options=statistics_options())
@@ -197,7 +198,7 @@ def create_pipeline(
       schema=schema_gen.outputs['schema'],
       train_args=trainer_pb2.TrainArgs(num_steps=train_steps),
       eval_args=trainer_pb2.EvalArgs(num_steps=eval_steps),
-      custom_config=trainer_config or dict(constants.TRAINER_DEFAULTS),
+      custom_config=trainer_config,
       **trainer_code)
 
   # The baseline a candidate must not be worse than: the newest model an

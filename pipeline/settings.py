@@ -154,9 +154,17 @@ class RunSettings:
                                   'stop after this component (a TFX partial run), e.g. `Transform`',
                                   'the last component')
   verbose: bool = setting('VERBOSE', False, parse_bool, '1 shows all TF/Beam/absl logs')
-  image_venv: str = setting('IMAGE_VENV', os.path.join(PROJECT_DIR, '.venv-image'), parse_path,
-                           'virtualenv made like the component image, in which the rehearsal '
-                           '(`make rehearse`) runs the compiled spec\'s tasks', '.venv-image')
+  cache_dir: str = setting('CACHE_DIR', os.path.join(os.path.expanduser('~'), '.cache',
+                                                     'coco-captions-tfx'), parse_path,
+                           'what outlives a clone and is shared by clones: the image-like '
+                           'virtualenv of the rehearsal, kept per key of what made it',
+                           '~/.cache/coco-captions-tfx')
+  image_venv: Optional[str] = setting(
+      'IMAGE_VENV', None, parse_path,
+      'virtualenv made like the component image, in which the rehearsal (`make rehearse`) '
+      'runs the compiled spec\'s tasks; remade whenever the lock, `tools/image-install.sh`, the '
+      'Dockerfile or the Python change, its project wheel whenever `pipeline/` or `modules/` do',
+      '<cache dir>/venv-image-<key of the lock, install script, Dockerfile, Python>')
   report: bool = setting('REPORT', False, parse_bool,
                          '1 writes the run\'s HTML report (`report.html` next to the metadata) '
                          'after the run')

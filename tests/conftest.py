@@ -5,6 +5,7 @@ import glob
 import os
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 
@@ -89,3 +90,43 @@ def pipeline_run(tmp_path_factory) -> PipelineRun:
 RESOLVER = 'latest_blessed_model_resolver'
 COMPONENTS = ['CsvExampleGen', RESOLVER, 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
               'Transform', 'Trainer', 'Evaluator', 'Pusher']
+
+
+# ------------------------------------------------------------------ two workers (pytest-xdist)
+# `make test` runs on two workers (`-n 2 --dist loadgroup`). A session or module
+# fixture of ours is a pipeline run or a rehearsal that several tests read, so
+# every test that uses one goes to the same worker (an xdist group) and the run
+# happens once. Groups start longest first, so the two workers end together;
+# the list is ordered by measured seconds (bench/results/test-suite-*.md).
+LONGEST_FIRST = ('tests/test_rehearsal.py', 'pipeline_run', 'tests/test_evaluation.py',
+                 'tests/test_distributed.py', 'tests/test_images.py', 'tests/test_kubeflow.py')
+
+
+def shared_fixture_group(item) -> Optional[str]:
+  """The name of the group `item` must run in, or None if it shares nothing:
+  a session fixture of ours by its name (it may span modules), else the
+  module of a module-scoped one."""
+  module_scoped = None
+  for name in item.fixturenames:
+    definitions = item._fixtureinfo.name2fixturedefs.get(name)  # pylint: disable=protected-access
+    if not definitions or not definitions[-1].func.__module__.startswith('tests.'):
+      continue
+    scope = definitions[-1].scope
+    if scope == 'session':
+      return name
+    if scope == 'module':
+      module_scoped = item.nodeid.split('::')[0]
+  return module_scoped
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups from the markers
+def pytest_collection_modifyitems(config, items):
+  groups = {}
+  for item in items:
+    group = shared_fixture_group(item)
+    if group:
+      item.add_marker(pytest.mark.xdist_group(group))
+    groups[item.nodeid] = group
+  rank = lambda item: (LONGEST_FIRST.index(groups[item.nodeid])
+                       if groups[item.nodeid] in LONGEST_FIRST else len(LONGEST_FIRST))
+  items.sort(key=rank)   # stable: within a group, the file's own order

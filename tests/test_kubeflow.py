@@ -111,13 +111,16 @@ def guarded_env(tmp_path, **extra) -> dict:
 def compiled(tmp_path_factory):
   """Runs `python kubeflow_runner.py` twice (JSON, YAML) with the network disabled."""
   tmp = tmp_path_factory.mktemp('kfp')
-  results = {}
-  for fmt in ('json', 'yaml'):
+  results, running = {}, {}
+  for fmt in ('json', 'yaml'):   # at once: each is a process of its own
     out = tmp / fmt
     env = guarded_env(tmp, COCO_KFP_OUTPUT_DIR=str(out), COCO_KFP_FORMAT=fmt)
-    results[fmt] = subprocess.run([PYTHON, RUNNER], env=env, cwd=str(tmp), capture_output=True,
-                                  text=True, timeout=300)
+    running[fmt] = subprocess.Popen([PYTHON, RUNNER], env=env, cwd=str(tmp), text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     results[fmt + '_path'] = out / f'pipeline.{fmt}'
+  for fmt, process in running.items():
+    out, err = process.communicate(timeout=300)
+    results[fmt] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
   results['network_log'] = tmp / 'network.log'
   results['tmp'] = tmp
   return results

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -243,6 +244,77 @@ def test_the_image_has_the_venvs_python_the_locks_beam_and_the_boot_entrypoint()
   assert image_env.dockerfile_env() == {'TF_USE_LEGACY_KERAS': '1'}
 
 
+# A stand-in for tools/image-install.sh: counts its runs in the venv, and
+# fails while the sources hold pipeline/broken.
+FAKE_INSTALL = ('echo "$2" >> "$(dirname "$1")/../installs"\n'
+                '[ ! -e "$2/pipeline/broken" ] || exit 3\n')
+
+
+def fake_project(root) -> str:
+  """The files the Dockerfile copies, with an install script that only counts."""
+  root.mkdir()
+  shutil.copy(image_env.DOCKERFILE, root / 'Dockerfile')
+  for name in ('requirements.lock', 'setup.py', 'LICENSE', 'pipeline/a.py', 'modules/b.py'):
+    (root / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / name).write_text(f'# {name}\n')
+  (root / 'tools').mkdir()
+  (root / image_env.INSTALL_SCRIPT).write_text(FAKE_INSTALL)
+  return str(root)
+
+
+def installs(venv: str) -> int:
+  path = os.path.join(venv, 'installs')
+  return len(open(path).read().splitlines()) if os.path.exists(path) else 0
+
+
+def test_the_cached_image_venv_is_keyed_by_everything_that_makes_it(tmp_path):
+  """Changed dependencies (lock, install script, Dockerfile) give another
+  venv; changed sources (pipeline/, modules/, ...) rerun the install script in
+  the same one; nothing changed reuses it without running anything; a failed
+  install is never taken for a made one."""
+  project = fake_project(tmp_path / 'project')
+  cache, log = str(tmp_path / 'cache'), str(tmp_path / 'log')
+  key, sources = image_env.dependencies_key(project), image_env.sources_key(project)
+  venv = image_env.default_venv(cache, project)
+  assert venv == os.path.join(cache, image_env.VENV_PREFIX + key)
+  image_env.build(venv, log, project_dir=project)
+  assert installs(venv) == 1
+  image_env.build(venv, log, project_dir=project)
+  assert installs(venv) == 1                      # the same inputs: used as it is
+  (tmp_path / 'project' / 'modules' / '__pycache__').mkdir()
+  (tmp_path / 'project' / 'modules' / '__pycache__' / 'b.cpython-310.pyc').write_text('x')
+  assert image_env.sources_key(project) == sources
+  (tmp_path / 'project' / 'modules' / 'b.py').write_text('# changed\n')
+  assert image_env.sources_key(project) != sources
+  assert image_env.dependencies_key(project) == key
+  image_env.build(venv, log, project_dir=project)
+  assert installs(venv) == 2                      # new sources: the script again, same venv
+
+  broken = tmp_path / 'project' / 'pipeline' / 'broken'
+  broken.write_text('')
+  for attempt in (3, 4):                          # a failed install is tried again each time
+    with pytest.raises(image_env.ImageEnvError, match='failed with 3'):
+      image_env.build(venv, log, project_dir=project)
+    assert installs(venv) == attempt
+  broken.unlink()                                 # back to the sources of install 2, but the
+  image_env.build(venv, log, project_dir=project)  # failed runs may have changed its wheel
+  assert installs(venv) == 5
+
+  for name in ('Dockerfile', image_env.INSTALL_SCRIPT, 'requirements.lock'):
+    with open(os.path.join(project, name), 'a') as f:
+      f.write('# changed\n')
+    assert image_env.dependencies_key(project) != key, name
+    key = image_env.dependencies_key(project)
+  assert image_env.dependencies_key(project, sys.executable) == key
+  newer = image_env.default_venv(cache, project)
+  assert newer != venv
+  image_env.build(newer, log, project_dir=project)
+  assert installs(newer) == 1
+  assert not os.path.exists(venv)                 # the stale one is pruned
+  assert sorted(os.listdir(cache)) == sorted([os.path.basename(newer),
+                                              os.path.basename(newer) + '.lock'])
+
+
 def test_tasks_get_the_images_environment_and_nothing_of_the_callers(monkeypatch):
   monkeypatch.setenv('COCO_TRAIN_STEPS', '3')
   monkeypatch.setenv('PYTHONPATH', settings.PROJECT_DIR)
@@ -337,7 +409,7 @@ def rehearsed(tmp_path_factory):
 def test_every_task_of_the_spec_runs_its_command_in_the_image_env(rehearsed):
   spec = kfp_spec.load(os.path.join(rehearsed.settings.run.rehearsal_dir, 'pipeline.json'))
   order = kfp_spec.task_order(spec)
-  venv = rehearsed.settings.run.image_venv
+  venv = image_env.venv_of(rehearsed.settings.run)
   for number, run in enumerate(rehearsed.runs):
     out = run.stdout
     assert f'tasks import pipeline from {venv}/lib/python3.10/site-packages' in out
@@ -430,7 +502,7 @@ def dataflow_jobs(rehearsed, tmp_path_factory):
   guard = tmp / 'guard'
   guard.mkdir()
   (guard / 'sitecustomize.py').write_text(NETWORK_GUARD)
-  bin_dir = os.path.join(rehearsed.settings.run.image_venv, 'bin')
+  bin_dir = os.path.join(image_env.venv_of(rehearsed.settings.run), 'bin')
   env = image_env.task_env(bin_dir, {'PYTHONPATH': str(guard),
                                      'NETWORK_GUARD_LOG': str(tmp / 'network.log')})
   built = jobs.build_jobs(spec, os.path.join(rehearsed.root, rehearsed.job(0)), str(tmp / 'jobs'),

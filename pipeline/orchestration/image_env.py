@@ -9,6 +9,7 @@ tests/test_rehearsal.py checks that the two cannot drift: the Dockerfile
 calls the same script, its Python is the virtualenv's, its Beam the lock's.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +25,9 @@ from pipeline.settings import PROJECT_DIR
 DOCKERFILE = os.path.join(PROJECT_DIR, 'Dockerfile')
 INSTALL_SCRIPT = os.path.join('tools', 'image-install.sh')
 LOCK_FILE = 'requirements.lock'
-HASH_FILE = '.image-env-hash'
+HASH_FILE = '.image-env-hash'        # the dependencies key the venv was made with
+SOURCES_FILE = '.image-sources-hash'  # the sources key its project wheel was built from
+VENV_PREFIX = 'venv-image-'
 INSTALL_TIMEOUT = 1800
 
 
@@ -64,51 +67,136 @@ def copied_sources(path: str = DOCKERFILE) -> List[str]:
   return sources
 
 
-def copy_context(target: str) -> None:
+def context_files(project_dir: str = PROJECT_DIR) -> List[str]:
+  """Every file the Dockerfile copies, relative to `project_dir`, sorted
+  (bytecode caches left out: Python writes them, nobody edits them)."""
+  found = []
+  for source in copied_sources(os.path.join(project_dir, 'Dockerfile')):
+    path = os.path.join(project_dir, source)
+    if not os.path.isdir(path):
+      found.append(source)
+      continue
+    for root, dirs, names in os.walk(path):
+      dirs[:] = [d for d in dirs if d != '__pycache__']
+      found += [os.path.relpath(os.path.join(root, n), project_dir)
+                for n in names if not n.endswith('.pyc')]
+  return sorted(found)
+
+
+def copy_context(target: str, project_dir: str = PROJECT_DIR) -> None:
   """What the Dockerfile copies, into `target` (so the wheel build's build/
   and *.egg-info never land in the checkout)."""
-  for source in copied_sources():
-    src = os.path.join(PROJECT_DIR, source)
-    dst = os.path.join(target, source)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    if os.path.isdir(src):
-      shutil.copytree(src, dst, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-    else:
-      shutil.copy(src, dst)
+  for name in context_files(project_dir):
+    os.makedirs(os.path.dirname(os.path.join(target, name)), exist_ok=True)
+    shutil.copy(os.path.join(project_dir, name), os.path.join(target, name))
 
 
-def lock_hash() -> str:
-  with open(os.path.join(PROJECT_DIR, LOCK_FILE), 'rb') as f:
-    return hashlib.sha256(f.read()).hexdigest()[:16]
+def files_hash(project_dir: str, names: List[str], *extra: str) -> str:
+  digest = hashlib.sha256()
+  for text in extra:
+    digest.update(text.encode() + b'\0')
+  for name in names:
+    digest.update(name.encode() + b'\0')
+    with open(os.path.join(project_dir, name), 'rb') as f:
+      digest.update(hashlib.sha256(f.read()).digest())
+  return digest.hexdigest()[:16]
 
 
-def build(venv: str, log: str, python: Optional[str] = None) -> str:
+def dependencies_key(project_dir: str = PROJECT_DIR, python: Optional[str] = None) -> str:
+  """What the environment's installed dependencies follow: the lock, the
+  install script, the Dockerfile and the Python that makes the venv. A cached
+  environment with another key is never reused: it is made anew."""
+  version = subprocess.run([python or sys.executable, '-c', 'import sys; print(sys.version)'],
+                           capture_output=True, text=True, check=True, timeout=60).stdout
+  return files_hash(project_dir, [LOCK_FILE, INSTALL_SCRIPT, 'Dockerfile'], version)
+
+
+def sources_key(project_dir: str = PROJECT_DIR) -> str:
+  """Everything the Dockerfile copies (pipeline/, modules/, setup.py, the lock,
+  ...): the project wheel in the environment is the one built from these."""
+  return files_hash(project_dir, context_files(project_dir))
+
+
+def default_venv(cache_dir: str, project_dir: str = PROJECT_DIR,
+                 python: Optional[str] = None) -> str:
+  """The image-like venv under the cache directory, one per dependencies key,
+  shared by every clone (it outlives them; ~3.5 GB)."""
+  return os.path.join(cache_dir, f'{VENV_PREFIX}{dependencies_key(project_dir, python)}')
+
+
+def venv_of(run) -> str:
+  """The venv a rehearsal with these RunSettings uses: COCO_IMAGE_VENV, or the
+  cache's one for the current dependencies key."""
+  return run.image_venv or default_venv(run.cache_dir)
+
+
+def marker(venv: str, name: str) -> Optional[str]:
+  path = os.path.join(venv, name)
+  return open(path, encoding='utf-8').read().strip() if os.path.exists(path) else None
+
+
+def build(venv: str, log: str, python: Optional[str] = None,
+          project_dir: str = PROJECT_DIR) -> str:
   """Makes or updates `venv` like the image; returns its bin directory.
 
-  A new venv takes the locked dependencies (~3 minutes from pip's cache); an
-  existing one made from the same lock only has this project's wheel
-  rebuilt and reinstalled (~25 s), so the code is always the checkout's.
+  Always with the Dockerfile's own install script, and reused only for the
+  inputs it was made from: a venv whose dependencies key (lock, script,
+  Dockerfile, Python) differs is removed and made anew (~3 minutes from
+  pip's cache); one whose project sources differ has the script run again,
+  which keeps the installed dependencies and rebuilds the project wheel
+  (~25 s); one made from exactly these inputs is used as it is. One build
+  at a time per venv (a file lock beside it); the markers are written only
+  after the script succeeded, so a killed build is never taken for a made one.
   """
   python = python or sys.executable
   bin_dir = os.path.join(venv, 'bin')
-  marker = os.path.join(venv, HASH_FILE)
-  current = open(marker, encoding='utf-8').read().strip() if os.path.exists(marker) else None
-  if current != lock_hash() and os.path.exists(venv):
-    shutil.rmtree(venv)
-  if not os.path.exists(os.path.join(bin_dir, 'python')):
-    subprocess.run([python, '-m', 'venv', venv], check=True, timeout=300)
-  with tempfile.TemporaryDirectory(prefix='coco-image-context-') as context, \
-       open(log, 'a', encoding='utf-8') as out:
-    copy_context(context)
-    result = subprocess.run(['sh', os.path.join(context, INSTALL_SCRIPT),
-                             os.path.join(bin_dir, 'python'), context],
-                            stdout=out, stderr=subprocess.STDOUT, timeout=INSTALL_TIMEOUT,
-                            env=clean_env(bin_dir, {}))
-  if result.returncode != 0:
-    raise ImageEnvError(f'{INSTALL_SCRIPT} failed with {result.returncode}; log: {log}')
-  with open(marker, 'w', encoding='utf-8') as f:
-    f.write(lock_hash() + '\n')
+  dependencies, sources = dependencies_key(project_dir, python), sources_key(project_dir)
+  os.makedirs(os.path.dirname(os.path.abspath(venv)), exist_ok=True)
+  with open(venv.rstrip('/') + '.lock', 'a') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if marker(venv, HASH_FILE) != dependencies and os.path.exists(venv):
+      shutil.rmtree(venv)
+    if not os.path.exists(os.path.join(bin_dir, 'python')):
+      subprocess.run([python, '-m', 'venv', venv], check=True, timeout=300)
+    if marker(venv, SOURCES_FILE) != sources:
+      if os.path.exists(os.path.join(venv, SOURCES_FILE)):   # a failed run may leave half a wheel
+        os.remove(os.path.join(venv, SOURCES_FILE))
+      with tempfile.TemporaryDirectory(prefix='coco-image-context-') as context, \
+           open(log, 'a', encoding='utf-8') as out:
+        copy_context(context, project_dir)
+        result = subprocess.run(['sh', os.path.join(context, INSTALL_SCRIPT),
+                                 os.path.join(bin_dir, 'python'), context],
+                                stdout=out, stderr=subprocess.STDOUT, timeout=INSTALL_TIMEOUT,
+                                env=clean_env(bin_dir, {}))
+      if result.returncode != 0:
+        raise ImageEnvError(f'{INSTALL_SCRIPT} failed with {result.returncode}; log: {log}')
+      for name, value in ((HASH_FILE, dependencies), (SOURCES_FILE, sources)):
+        with open(os.path.join(venv, name), 'w', encoding='utf-8') as f:
+          f.write(value + '\n')
+  if os.path.basename(venv.rstrip('/')).startswith(VENV_PREFIX):
+    prune(os.path.dirname(os.path.abspath(venv)), keep=venv)
   return bin_dir
+
+
+def prune(cache_dir: str, keep: str) -> List[str]:
+  """Removes the cache's other image venvs (made from another lock, script or
+  Dockerfile) that no build or rehearsal holds, so the cache does not grow
+  by ~3.5 GB per lock change; returns what it removed."""
+  removed = []
+  for name in sorted(os.listdir(cache_dir)):
+    path = os.path.join(cache_dir, name)
+    if (not name.startswith(VENV_PREFIX) or name.endswith('.lock')
+        or os.path.abspath(path) == os.path.abspath(keep) or marker(path, HASH_FILE) is None):
+      continue
+    with open(path + '.lock', 'a') as lock:
+      try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        continue
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(path)
+    os.remove(path + '.lock')
+  return removed
 
 
 def clean_env(bin_dir: str, image_env: Mapping[str, str]) -> Dict[str, str]:

@@ -135,14 +135,15 @@ def task_environment(settings: Settings):
   start = time.monotonic()
   log = os.path.join(settings.run.rehearsal_dir, 'image-env.log')
   try:
-    bin_dir = image_env.build(settings.run.image_venv, log)
+    venv = image_env.venv_of(settings.run)
+    bin_dir = image_env.build(venv, log)
     cwd = workdir()
     env = image_env.task_env(bin_dir)
-    found = image_env.imported_from(env, cwd, settings.run.image_venv)
+    found = image_env.imported_from(env, cwd, venv)
   except image_env.ImageEnvError as error:
     print(f'error: {error}', file=sys.stderr)
     return None
-  print(f'environment:   {settings.run.image_venv} ({time.monotonic() - start:.1f}s); '
+  print(f'environment:   {venv} ({time.monotonic() - start:.1f}s); '
         f'tasks import pipeline from {os.path.dirname(os.path.dirname(found["pipeline"]))}, '
         f'working directory {cwd}')
   return env, cwd
