@@ -15,7 +15,7 @@ run: venv          ## the whole pipeline on data/ (LocalDagRunner)
 
 test: venv         ## every test, slow end-to-end ones included, on two workers
 	@bash tools/test-deps.sh
-	$(PY) -m pytest -m "slow or not slow" -q --durations=25 $(WORKERS)
+	$(PY) -m pytest -m "slow or not slow" -q --durations=30 $(WORKERS)
 
 test-fast: venv    ## unit tests only, on two workers
 	$(PY) -m pytest -q $(WORKERS)

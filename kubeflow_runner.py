@@ -14,6 +14,7 @@ variables of README.md "Settings".
 
 import sys
 
+from pipeline.beam_args import kubeflow_beam_args
 from pipeline.settings import Settings, SettingsError, under_tfx_cli
 
 
@@ -21,6 +22,7 @@ def main() -> int:
   try:
     settings = Settings.from_env()
     settings.gcp.require('project', 'gcs_root', purpose='Compiling for Kubeflow/Vertex')
+    kubeflow_beam_args(settings)   # refuses bad Beam settings before the slow imports
   except SettingsError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2

@@ -52,6 +52,15 @@ def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings, mode: Optional[str]
   raise ValueError(f'unknown Beam mode {mode!r}')
 
 
+def kubeflow_beam_args(settings) -> List[str]:
+  """The Beam arguments of every Beam stage of the compiled Kubeflow/Vertex spec
+  (`COCO_KFP_BEAM_MODE`, the code in the component image). Pure and quick, so
+  kubeflow_runner.py calls it before its slow imports too: a bad setting is
+  refused at once."""
+  return beam_pipeline_args(settings.beam, settings.gcp, settings.gcp.kfp_beam_mode,
+                            in_image=True)
+
+
 def dataflow_args(gcp: GcpSettings) -> List[str]:
   """DataflowRunner arguments; worker sizing from the COCO_DATAFLOW_* settings."""
   gcp.require('project', 'gcs_root', purpose='DataflowRunner')

@@ -28,7 +28,7 @@ from tfx.types import Channel, standard_artifacts
 
 from modules import constants, features
 from pipeline import settings as settings_lib
-from pipeline.beam_args import beam_pipeline_args
+from pipeline.beam_args import beam_pipeline_args, kubeflow_beam_args
 from pipeline import evaluation
 from pipeline.components import csv_example_gen, evaluator as evaluator_executor
 from pipeline.components import pusher as local_pusher, transform_executor
@@ -285,8 +285,7 @@ def kubeflow_pipeline(settings: settings_lib.Settings) -> Pipeline:
       data_root=gcp.data_root(),
       preprocessing_fn=settings_lib.PREPROCESSING_FN,
       run_fn=settings_lib.RUN_FN,
-      beam_pipeline_args=beam_pipeline_args(settings.beam, gcp, gcp.kfp_beam_mode,
-                                            in_image=True),
+      beam_pipeline_args=kubeflow_beam_args(settings),
       image_location=gcp.image_location() if settings.images.enabled else None,
       serving_model_dir=(os.path.join(gcp.kfp_serving_dir, settings_lib.SERVING_MODEL_NAME)
                          if gcp.kfp_serving_dir else None),

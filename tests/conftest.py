@@ -98,8 +98,8 @@ COMPONENTS = ['CsvExampleGen', RESOLVER, 'StatisticsGen', 'SchemaGen', 'ExampleV
 # every test that uses one goes to the same worker (an xdist group) and the run
 # happens once. Groups start longest first, so the two workers end together;
 # the list is ordered by measured seconds (bench/results/test-suite-*.md).
-LONGEST_FIRST = ('tests/test_rehearsal.py', 'pipeline_run', 'tests/test_evaluation.py',
-                 'tests/test_distributed.py', 'tests/test_images.py', 'tests/test_kubeflow.py')
+LONGEST_FIRST = ('tests/test_rehearsal.py', 'tests/test_distributed.py', 'tests/test_evaluation.py',
+                 'pipeline_run', 'tests/test_kubeflow.py', 'tests/test_images.py')
 
 
 def shared_fixture_group(item) -> Optional[str]:

@@ -317,6 +317,7 @@ def test_the_trainer_input_pipeline_decodes_the_transformed_jpeg(with_images, tm
   np.testing.assert_array_equal(batch[features.TRANSFORMED_IMAGE_KEY].numpy(), want.numpy())
 
 
+@pytest.mark.slow      # ~9 s: a SavedModel with four signatures is exported and loaded
 def test_the_export_decodes_raw_jpeg_bytes_in_its_serving_graph(with_images, tmp_path):
   from modules.export import export_model
   from modules.model import build_model
@@ -510,6 +511,7 @@ def image_server(monkeypatch):
   server.server_close()
 
 
+@pytest.mark.slow      # ~8 s, most of it the real timeouts and back-off waits
 def test_url_images_http_errors_and_timeouts_are_dead_lettered(tmp_path, image_server):
   path = tmp_path / 'captions.csv'
   with open(path, 'w', newline='') as f:

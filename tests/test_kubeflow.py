@@ -545,10 +545,10 @@ def test_compiling_with_setup_file_shipping_is_refused_by_name(tmp_path):
 # ---------------------------------------------------------------- wheel and tfx CLI
 
 
+@pytest.mark.slow      # ~9 s: a wheel build, a venv and an install
 def test_wheel_installs_pipeline_and_modules_outside_the_checkout(compiled, tmp_path):
   """Builds the wheel, installs it alone into a throwaway venv that sees the dev
-  venv's TF/TFX, and imports what the compiled spec names from there (~15 s,
-  under the 20 s mark for `slow`)."""
+  venv's TF/TFX, and imports what the compiled spec names from there."""
   # Build from a copy of exactly what the Dockerfile copies: proves that set
   # suffices, and keeps setuptools' build/ and *.egg-info out of the checkout.
   src = tmp_path / 'src'
