@@ -180,8 +180,9 @@ def build(venv: str, log: str, python: Optional[str] = None,
 
 def prune(cache_dir: str, keep: str) -> List[str]:
   """Removes the cache's other image venvs (made from another lock, script or
-  Dockerfile) that no build or rehearsal holds, so the cache does not grow
-  by ~3.5 GB per lock change; returns what it removed."""
+  Dockerfile) that no build holds at the moment, so the cache does not grow
+  by ~3.5 GB per lock change; returns what it removed. (Two clones at
+  different locks rehearsing on one machine each remake their venv in turn.)"""
   removed = []
   for name in sorted(os.listdir(cache_dir)):
     path = os.path.join(cache_dir, name)
