@@ -43,6 +43,10 @@ def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings, mode: Optional[str]
                        'service)')
     return ['--runner=PortableRunner', f'--job_endpoint={beam.job_endpoint}',
             f'--environment_type={beam.environment}', *code]
+  if mode == 'flink':
+    return ['--runner=PortableRunner', f'--job_endpoint={beam.flink_job_endpoint}',
+            '--environment_type=EXTERNAL', f'--environment_config={beam.flink_workers}',
+            f'--parallelism={beam.flink_parallelism}', *code]
   if mode == 'dataflow':
     if in_image and gcp.dataflow_ship != 'image':
       raise SettingsError(f'{variable(GcpSettings, "dataflow_ship")}={gcp.dataflow_ship} ships '

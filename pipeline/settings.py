@@ -32,7 +32,7 @@ SETUP_FILE = os.path.join(PROJECT_DIR, 'setup.py')
 PREPROCESSING_FN = 'modules.preprocessing.preprocessing_fn'
 RUN_FN = 'modules.trainer.run_fn'
 
-BEAM_MODES = ('in_memory', 'multi_processing', 'portable', 'dataflow')
+BEAM_MODES = ('in_memory', 'multi_processing', 'portable', 'flink', 'dataflow')
 EXECUTORS = ('fast', 'stock')
 KFP_FORMATS = {'json': 'pipeline.json', 'yaml': 'pipeline.yaml'}
 DATAFLOW_SHIPPING = ('image', 'setup_file')
@@ -203,13 +203,21 @@ class RunSettings:
 class BeamSettings:
   """Which Beam runner the Beam components use (pipeline/beam_args.py)."""
   mode: str = setting('BEAM_MODE', 'in_memory', choice(*BEAM_MODES),
-                      '`in_memory`, `multi_processing`, `portable`, `dataflow`')
+                      '`in_memory`, `multi_processing`, `portable`, `flink`, `dataflow`')
   workers: int = setting('BEAM_WORKERS', os.cpu_count() or 2, parse_positive,
                          'workers for `multi_processing`', 'CPU count')
   job_endpoint: Optional[str] = setting('BEAM_JOB_ENDPOINT', None, parse_text,
                                         '`host:port` of a Beam job service for `portable`')
   environment: str = setting('BEAM_ENVIRONMENT', 'LOOPBACK', parse_text,
                              'SDK worker environment for `portable`')
+  flink_job_endpoint: str = setting('FLINK_JOB_ENDPOINT', 'localhost:8099', parse_text,
+                                    '`host:port` of Beam\'s Flink job server for `flink` '
+                                    '(`tools/flink.sh up` starts one on the local cluster)')
+  flink_workers: str = setting('FLINK_WORKERS', 'localhost:50000', parse_text,
+                               '`host:port` of the SDK worker pool beside the TaskManagers '
+                               '(Beam\'s EXTERNAL environment) for `flink`')
+  flink_parallelism: int = setting('FLINK_PARALLELISM', 2, parse_positive,
+                                   'parallelism of each Flink job for `flink`')
 
 
 @dataclasses.dataclass(frozen=True)
