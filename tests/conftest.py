@@ -5,7 +5,7 @@ import glob
 import os
 import subprocess
 import sys
-from typing import Optional
+from typing import Dict, Optional
 
 import pytest
 
@@ -102,31 +102,48 @@ LONGEST_FIRST = ('tests/test_rehearsal.py', 'tests/test_distributed.py', 'tests/
                  'pipeline_run', 'tests/test_kubeflow.py', 'tests/test_images.py')
 
 
-def shared_fixture_group(item) -> Optional[str]:
-  """The name of the group `item` must run in, or None if it shares nothing:
-  a session fixture of ours by its name (it may span modules), else the
-  module of a module-scoped one."""
-  module_scoped = None
+def shared_fixtures(item):
+  """(session fixtures, module fixtures) of ours that `item` uses; a module
+  fixture as (its module, its name)."""
+  sessions, modules = [], []
   for name in item.fixturenames:
     definitions = item._fixtureinfo.name2fixturedefs.get(name)  # pylint: disable=protected-access
     if not definitions or not definitions[-1].func.__module__.startswith('tests.'):
       continue
-    scope = definitions[-1].scope
-    if scope == 'session':
-      return name
-    if scope == 'module':
-      module_scoped = item.nodeid.split('::')[0]
-  return module_scoped
+    if definitions[-1].scope == 'session':
+      sessions.append(name)
+    elif definitions[-1].scope == 'module':
+      modules.append((item.nodeid.split('::')[0], name))
+  return sessions, modules
+
+
+def shared_fixture_groups(items) -> Dict[str, Optional[str]]:
+  """The group each test must run in (by node id), or None if it shares
+  nothing: a session fixture of ours by its name (it may span modules), else
+  the module of a module-scoped one. A module fixture that some test uses
+  together with a session fixture goes with that session fixture's group, so
+  every user of it is on one worker (else a second worker would set it up,
+  and tear it down, while the first one still uses it)."""
+  used = {item.nodeid: shared_fixtures(item) for item in items}
+  joined = {module: sessions[0] for sessions, modules in used.values() if sessions
+            for module in modules}
+  groups = {}
+  for nodeid, (sessions, modules) in used.items():
+    if sessions:
+      groups[nodeid] = sessions[0]
+    elif modules:
+      groups[nodeid] = next((joined[m] for m in modules if m in joined), modules[0][0])
+    else:
+      groups[nodeid] = None
+  return groups
 
 
 @pytest.hookimpl(tryfirst=True)   # before xdist reads the groups from the markers
 def pytest_collection_modifyitems(config, items):
-  groups = {}
+  groups = shared_fixture_groups(items)
   for item in items:
-    group = shared_fixture_group(item)
-    if group:
-      item.add_marker(pytest.mark.xdist_group(group))
-    groups[item.nodeid] = group
+    if groups[item.nodeid]:
+      item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
   rank = lambda item: (LONGEST_FIRST.index(groups[item.nodeid])
                        if groups[item.nodeid] in LONGEST_FIRST else len(LONGEST_FIRST))
   items.sort(key=rank)   # stable: within a group, the file's own order
