@@ -36,8 +36,11 @@ def schema_subset(schema: schema_pb2.Schema, keys) -> schema_pb2.Schema:
 def load_split(fn_args: FnArgs, files: List[str],
                 tft_output: tft.TFTransformOutput) -> Dict[str, np.ndarray]:
   """Reads the token features of one split of transformed examples into
-  memory (a few MB)."""
-  keys = (features.TOKEN_IDS_KEY, features.NUM_TOKENS_KEY)
+  memory (a few MB), in caption-id order: the model then depends on the
+  examples alone, not on how many files an engine wrote them to or in which
+  order (DirectRunner writes one, Flink one per parallel task, in its own
+  order), so the same data trains the same model on every Beam runner."""
+  keys = (features.TOKEN_IDS_KEY, features.NUM_TOKENS_KEY, features.TRANSFORMED_CAPTION_ID_KEY)
   dataset = fn_args.data_accessor.tf_dataset_factory(
       files,
       tfxio.TensorFlowDatasetOptions(batch_size=4096, num_epochs=1, shuffle=False),
@@ -48,9 +51,11 @@ def load_split(fn_args: FnArgs, files: List[str],
       parts[key].append(batch[key].numpy())
   if not parts[features.TOKEN_IDS_KEY]:
     raise ValueError(f'No transformed examples in {files}')
+  order = np.argsort(np.concatenate(parts[features.TRANSFORMED_CAPTION_ID_KEY]).reshape(-1),
+                     kind='stable')
   return {
-      features.TOKEN_IDS_KEY: np.concatenate(parts[features.TOKEN_IDS_KEY]),
-      features.NUM_TOKENS_KEY: np.concatenate(parts[features.NUM_TOKENS_KEY]).reshape(-1),
+      features.TOKEN_IDS_KEY: np.concatenate(parts[features.TOKEN_IDS_KEY])[order],
+      features.NUM_TOKENS_KEY: np.concatenate(parts[features.NUM_TOKENS_KEY]).reshape(-1)[order],
   }
 
 

@@ -44,9 +44,7 @@ def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings, mode: Optional[str]
     return ['--runner=PortableRunner', f'--job_endpoint={beam.job_endpoint}',
             f'--environment_type={beam.environment}', *code]
   if mode == 'flink':
-    return ['--runner=PortableRunner', f'--job_endpoint={beam.flink_job_endpoint}',
-            '--environment_type=EXTERNAL', f'--environment_config={beam.flink_workers}',
-            f'--parallelism={beam.flink_parallelism}', *code]
+    return flink_args(beam, gcp, in_image)
   if mode == 'dataflow':
     if in_image and gcp.dataflow_ship != 'image':
       raise SettingsError(f'{variable(GcpSettings, "dataflow_ship")}={gcp.dataflow_ship} ships '
@@ -54,6 +52,49 @@ def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings, mode: Optional[str]
                        'have: Kubeflow/Vertex runs give Dataflow the image (leave it unset)')
     return dataflow_args(gcp)
   raise ValueError(f'unknown Beam mode {mode!r}')
+
+
+def flink_args(beam: BeamSettings, gcp: GcpSettings, in_image: bool = False) -> List[str]:
+  """PortableRunner against Beam's Flink job server (`COCO_FLINK_JOB_ENDPOINT`,
+  which submits to the cluster at `COCO_FLINK_MASTER`), one parallelism for
+  every job. The SDK workers are never LOOPBACK (in the launching process):
+  `EXTERNAL`, a worker pool beside the TaskManagers that runs this checkout's
+  venv (`tools/flink.sh`), or `DOCKER`, the component image on each
+  TaskManager's host: the code is in the image then, so no setup.py ships
+  (and inside the image, on Kubeflow/Vertex, it is always DOCKER)."""
+  args = ['--runner=PortableRunner', f'--job_endpoint={beam.flink_job_endpoint}',
+          f'--parallelism={beam.flink_parallelism}']
+  if in_image or beam.flink_environment == 'DOCKER':
+    if not (gcp.image or gcp.project):
+      gcp.require('image', purpose='Flink SDK workers in DOCKER (the component image)')
+    return args + ['--environment_type=DOCKER', f'--environment_config={gcp.container_image}']
+  return args + ['--environment_type=EXTERNAL', f'--environment_config={beam.flink_workers}',
+                 f'--setup_file={SETUP_FILE}']
+
+
+def names_jobs(mode: str) -> bool:
+  """Whether each Beam stage gets a job name of its own (`job_name_args`):
+  Flink lists jobs by name, so `coco-captions-Transform` tells which component
+  a job ran for (the run summary finds the job ids by it). Other modes keep
+  Beam's default: Dataflow wants unique lower-case names per running job."""
+  return mode == 'flink'
+
+
+def job_name(pipeline_name: str, component_id: str) -> str:
+  return f'{pipeline_name}-{component_id}'
+
+
+def job_name_args(pipeline_name: str, component_id: str) -> List[str]:
+  return [f'--job_name={job_name(pipeline_name, component_id)}']
+
+
+def engine_name(beam: BeamSettings) -> str:
+  """Where a local run's Beam stages execute, as the summary and report say it."""
+  return {'in_memory': 'DirectRunner (in memory)',
+          'multi_processing': f'DirectRunner ({beam.workers} processes)',
+          'portable': f'PortableRunner ({beam.job_endpoint}, {beam.environment})',
+          'flink': f'Flink at {beam.flink_rest}',
+          'dataflow': 'Dataflow'}[beam.mode]
 
 
 def kubeflow_beam_args(settings) -> List[str]:

@@ -19,6 +19,7 @@ import tensorflow_data_validation as tfdv
 # run's start); only the Vertex pusher below needs them.
 from tfx import components as tfx_components
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.base.base_beam_component import BaseBeamComponent
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy)
@@ -28,7 +29,7 @@ from tfx.types import Channel, standard_artifacts
 
 from modules import constants, features
 from pipeline import settings as settings_lib
-from pipeline.beam_args import beam_pipeline_args, kubeflow_beam_args
+from pipeline.beam_args import beam_pipeline_args, job_name_args, kubeflow_beam_args, names_jobs
 from pipeline import evaluation
 from pipeline.components import csv_example_gen, evaluator as evaluator_executor
 from pipeline.components import pusher as local_pusher, transform_executor
@@ -128,6 +129,7 @@ def create_pipeline(
     vertex_push_config: Optional[Dict[str, Any]] = None,
     bless_margin: float = 0.01,
     bless_max_ratio: float = settings_lib.BLESS_MAX_RATIO,
+    beam_job_names: bool = False,
 ) -> Pipeline:
   """Builds the pipeline.
 
@@ -142,6 +144,9 @@ def create_pipeline(
 
   A blessed model (pipeline/evaluation.py) is pushed to `serving_model_dir`
   or, given `vertex_push_config`, to Vertex AI.
+
+  `beam_job_names`: each Beam stage's job is named after its component
+  (`<pipeline>-<component>`), where the engine lists jobs by name (Flink).
   """
   if module_file and not (preprocessing_fn or run_fn):
     transform_code = trainer_code = {'module_file': module_file}
@@ -225,12 +230,18 @@ def create_pipeline(
   model_pusher = pusher(trainer.outputs['model'], evaluator.outputs['blessing'],
                         serving_model_dir, vertex_push_config)
 
+  components = [c for c in (csv_gen, image_gen, statistics_gen, schema_gen,
+                            example_validator, transform, trainer, latest_blessed,
+                            evaluator, model_pusher) if c is not None]
+  if beam_job_names:
+    for component in components:
+      if isinstance(component, BaseBeamComponent):
+        component.with_beam_pipeline_args(job_name_args(pipeline_name, component.id))
+
   return Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
-      components=[c for c in (csv_gen, image_gen, statistics_gen, schema_gen,
-                              example_validator, transform, trainer, latest_blessed,
-                              evaluator, model_pusher) if c is not None],
+      components=components,
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [],
@@ -270,6 +281,7 @@ def local_pipeline(settings: settings_lib.Settings) -> Pipeline:
       beam_pipeline_args=beam_pipeline_args(settings.beam, settings.gcp),
       image_location=settings.images.location,
       serving_model_dir=settings.serving.model_dir(settings.run),
+      beam_job_names=names_jobs(settings.beam.mode),
       **_common_args(settings))
 
 
@@ -290,6 +302,7 @@ def kubeflow_pipeline(settings: settings_lib.Settings) -> Pipeline:
       serving_model_dir=(os.path.join(gcp.kfp_serving_dir, settings_lib.SERVING_MODEL_NAME)
                          if gcp.kfp_serving_dir else None),
       vertex_push_config=None if gcp.kfp_serving_dir else vertex_push_config(gcp),
+      beam_job_names=names_jobs(gcp.kfp_beam_mode),
       **_common_args(settings))
 
 

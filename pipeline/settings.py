@@ -36,6 +36,7 @@ BEAM_MODES = ('in_memory', 'multi_processing', 'portable', 'flink', 'dataflow')
 EXECUTORS = ('fast', 'stock')
 KFP_FORMATS = {'json': 'pipeline.json', 'yaml': 'pipeline.yaml'}
 DATAFLOW_SHIPPING = ('image', 'setup_file')
+FLINK_ENVIRONMENTS = ('EXTERNAL', 'DOCKER')
 # Licenses (the CSV's `license` column) whose images may be used: the same two
 # as the Beam/Kubeflow COCO preprocessing example.
 ALLOWED_LICENSES = ('Attribution License', 'No known copyright restrictions')
@@ -210,14 +211,28 @@ class BeamSettings:
                                         '`host:port` of a Beam job service for `portable`')
   environment: str = setting('BEAM_ENVIRONMENT', 'LOOPBACK', parse_text,
                              'SDK worker environment for `portable`')
+  flink_master: str = setting('FLINK_MASTER', 'localhost:8081', parse_text,
+                              '`host:port` of the Flink cluster\'s REST endpoint for `flink`: '
+                              'checked before a run, asked for the job ids after it; '
+                              '`tools/flink.sh up` serves it and points its job server there')
   flink_job_endpoint: str = setting('FLINK_JOB_ENDPOINT', 'localhost:8099', parse_text,
                                     '`host:port` of Beam\'s Flink job server for `flink` '
-                                    '(`tools/flink.sh up` starts one on the local cluster)')
+                                    '(`tools/flink.sh up` starts one for the cluster)')
+  flink_environment: str = setting('FLINK_ENVIRONMENT', 'EXTERNAL', choice(*FLINK_ENVIRONMENTS),
+                                   'where the SDK workers of `flink` run: `EXTERNAL` (a worker '
+                                   'pool beside the TaskManagers, `COCO_FLINK_WORKERS`) or '
+                                   '`DOCKER` (the component image, `COCO_IMAGE`: a real cluster)')
   flink_workers: str = setting('FLINK_WORKERS', 'localhost:50000', parse_text,
                                '`host:port` of the SDK worker pool beside the TaskManagers '
-                               '(Beam\'s EXTERNAL environment) for `flink`')
+                               '(`EXTERNAL`) for `flink`')
   flink_parallelism: int = setting('FLINK_PARALLELISM', 2, parse_positive,
                                    'parallelism of each Flink job for `flink`')
+
+  @property
+  def flink_rest(self) -> str:
+    """The Flink master's REST URL (its web UI too)."""
+    master = self.flink_master
+    return master if '://' in master else f'http://{master}'
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,43 +1,100 @@
-"""The pipeline's Beam stages on a real Apache Flink cluster (`tools/flink.sh`).
+"""The whole default DAG with every Beam stage on a real Apache Flink cluster.
 
 `tools/flink.sh up` starts a JobManager and a TaskManager (separate JVMs, 2
-slots), Beam's Flink job server and the SDK worker pool; a partial run up to
-Transform with COCO_BEAM_MODE=flink then runs CsvExampleGen, StatisticsGen
-and Transform as Flink jobs. Evidence from Flink itself (its REST API): one
-finished job per Beam stage, parallelism 2, records read and written. The
-results equal the shared DirectRunner run's (same data, same settings).
+slots), Beam's Flink job server and the SDK worker pool. One run of the whole
+pipeline with COCO_BEAM_MODE=flink, on the same data and settings as the
+shared DirectRunner run (`pipeline_run`), is then checked:
+- evidence from Flink itself (its REST API): each Beam stage (CsvExampleGen,
+  StatisticsGen, Transform, Evaluator) is a finished Flink job named after it,
+  at parallelism 2, with records read and written; the job ids are in ML
+  Metadata, the run summary and the report;
+- the same results as DirectRunner (bench/compare_engines.py): examples per
+  split, statistics counts, vocabulary bytes, transformed examples, TFMA's
+  perplexity and the blessing decision;
+- a fault: while Transform's Flink job runs, its TaskManager is killed
+  (SIGKILL) and started again; Flink's restart strategy
+  (tools/flink/flink-conf.yaml) reruns the job, the run completes with the
+  results above, and ML Metadata holds one Transform execution, COMPLETE.
 """
 
-import json
 import os
+import signal
 import subprocess
-import urllib.request
+import sys
+import time
 
 import pytest
 
-from bench import compare_transform
+from bench import compare_engines
 from pipeline import settings
-from tests.conftest import DATA_ROOT, run_local, settings_of
+from pipeline.artifacts import metadata
+from pipeline.orchestration import flink
+from tests.conftest import PROJECT_DIR, settings_of
 
 pytestmark = pytest.mark.slow
 FLINK_SH = os.path.join(settings.PROJECT_DIR, 'tools', 'flink.sh')
-REST = 'http://localhost:8081'
-BEAM_STAGES = ('CsvExampleGen', 'StatisticsGen', 'Transform')
+BEAM_STAGES = ('CsvExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')
+KILLED_DURING = 'Transform'
+REST = settings.Settings.from_env({}).beam.flink_rest
 
 
-def rest(path: str) -> dict:
-  with urllib.request.urlopen(REST + path, timeout=30) as answer:
-    return json.load(answer)
+def flink_sh(*args, timeout=1200) -> subprocess.CompletedProcess:
+  return subprocess.run(['bash', FLINK_SH, *args], capture_output=True, text=True,
+                        timeout=timeout)
 
 
 @pytest.fixture(scope='module')
 def flink_cluster():
-  up = subprocess.run(['bash', FLINK_SH, 'up'], capture_output=True, text=True, timeout=1200)
+  up = flink_sh('up')
   assert up.returncode == 0, up.stdout + up.stderr[-3000:]
   try:
-    yield rest('/overview')
+    yield flink.rest(REST, '/overview')
   finally:
-    subprocess.run(['bash', FLINK_SH, 'down'], capture_output=True, text=True, timeout=120)
+    flink_sh('down', timeout=120)
+
+
+def running_job(name: str, deadline: float):
+  """The RUNNING Flink job named `name` once its tasks run, or None at the deadline."""
+  while time.time() < deadline:
+    for job in flink.jobs(REST):
+      if job.name == name and job.state == 'RUNNING':
+        details = flink.rest(REST, f'/jobs/{job.jid}')
+        if any(v['status'] == 'RUNNING' for v in details['vertices']):
+          return job
+    time.sleep(0.5)
+  return None
+
+
+class FlinkRun:
+  """The whole DAG on Flink, with the TaskManager killed during Transform."""
+
+  def __init__(self, env, output_dir: str):
+    self.env = dict(env, COCO_OUTPUT_DIR=output_dir, COCO_BEAM_MODE='flink')
+    self.pipeline_root = settings_of(self.env).run.pipeline_root
+    out, err = (open(os.path.join(output_dir, name), 'w+') for name in ('stdout', 'stderr'))
+    run = subprocess.Popen([sys.executable, os.path.join(PROJECT_DIR, 'local_runner.py')],
+                           env=self.env, cwd=PROJECT_DIR, text=True, stdout=out, stderr=err)
+    job = running_job(f'{settings.PIPELINE_NAME}-{KILLED_DURING}', time.time() + 600)
+    self.killed_job, self.restarted = (job.jid if job else None), None
+    if job:
+      time.sleep(3)   # mid-job: its tasks have started reading
+      os.kill(int(flink_sh('pid', 'taskmanager').stdout), signal.SIGKILL)
+      time.sleep(2)
+      self.restarted = flink_sh('up')   # starts what is missing: the TaskManager
+    self.returncode = run.wait(timeout=1200)
+    self.stdout, self.stderr = (f.seek(0) or f.read() for f in (out, err))
+    out.close()
+    err.close()
+    self.run = metadata.load_run(settings_of(self.env).run.metadata_file)
+    self.flink_jobs = {r.component: r.jobs for r in self.run.components if r.jobs}
+
+
+@pytest.fixture(scope='module')
+def flink_run(flink_cluster, pipeline_run, tmp_path_factory):
+  del flink_cluster
+  run = FlinkRun(pipeline_run.env, str(tmp_path_factory.mktemp('flink')))
+  assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+  return run
 
 
 def test_the_cluster_is_a_jobmanager_and_a_taskmanager_with_two_slots(flink_cluster):
@@ -45,28 +102,45 @@ def test_the_cluster_is_a_jobmanager_and_a_taskmanager_with_two_slots(flink_clus
   assert flink_cluster['flink-version'] == '1.16.3'
 
 
-def test_beam_stages_run_as_flink_jobs_with_the_direct_runners_results(
-    flink_cluster, pipeline_run, tmp_path):
-  before = {j['jid'] for j in rest('/jobs/overview')['jobs']}
-  env = dict(os.environ, COCO_OUTPUT_DIR=str(tmp_path), COCO_DATA_ROOT=DATA_ROOT,
-             COCO_BEAM_MODE='flink', COCO_RUN_TO='Transform')
-  result = run_local(env)
-  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-  assert 'with Beam flink' in result.stdout
-  for stage in BEAM_STAGES:
-    assert f'] {stage}' in result.stdout and 'ran' in result.stdout
+def test_each_beam_stage_ran_as_a_finished_flink_job_at_parallelism_2(flink_run):
+  assert sorted(flink_run.flink_jobs) == sorted(BEAM_STAGES)
+  for stage, job_ids in flink_run.flink_jobs.items():
+    assert len(job_ids) == 1, (stage, job_ids)
+    job = flink.rest(REST, f'/jobs/{job_ids[0]}')
+    assert job['name'] == f'{settings.PIPELINE_NAME}-{stage}'
+    assert job['state'] == 'FINISHED', stage
+    assert {v['parallelism'] for v in job['vertices']} == {2}, stage
+    assert sum(v['metrics']['read-records'] for v in job['vertices']) > 0, stage
+    assert sum(v['metrics']['write-records'] for v in job['vertices']) > 0, stage
+  others = {r.engine for r in flink_run.run.components if r.component not in BEAM_STAGES}
+  assert others == {'in process'}
 
-  jobs = [rest(f'/jobs/{j["jid"]}') for j in rest('/jobs/overview')['jobs']
-          if j['jid'] not in before]
-  assert len(jobs) >= len(BEAM_STAGES), [j['name'] for j in jobs]
-  for job in jobs:
-    assert job['state'] == 'FINISHED', job['name']
-    assert {v['parallelism'] for v in job['vertices']} == {2}, job['name']
-    assert sum(v['metrics']['read-records'] for v in job['vertices']) > 0, job['name']
-    assert sum(v['metrics']['write-records'] for v in job['vertices']) > 0, job['name']
 
-  # The same vocabulary bytes and transformed examples as the DirectRunner run.
-  on_flink = compare_transform.transform_outputs(settings_of(env).run.pipeline_root)
-  direct = compare_transform.transform_outputs(pipeline_run.pipeline_root)
-  assert sum(len(s) for s in on_flink[1].values()) == sum(len(s) for s in direct[1].values()) > 0
-  assert compare_transform.differences(direct, on_flink) == []
+def test_the_summary_and_the_report_name_the_engine_and_the_job_ids(flink_run):
+  for stage, (job_id,) in flink_run.flink_jobs.items():
+    assert f'{stage} on Flink at {REST}: job {job_id}' in flink_run.stdout
+  with open(os.path.join(flink_run.pipeline_root, settings.REPORT_FILE)) as f:
+    report = f.read()
+  assert all(f'job <code>{job_id}</code>' in report for (job_id,) in flink_run.flink_jobs.values())
+
+
+def test_the_results_equal_the_direct_runners(flink_run, pipeline_run):
+  checks = compare_engines.checks(pipeline_run.pipeline_root, flink_run.pipeline_root)
+  assert [what for what, equal, _ in checks if not equal] == [], checks
+  assert len(checks) == 5
+
+
+def test_a_taskmanager_killed_during_transform_is_recovered_by_flinks_restart(flink_run):
+  assert flink_run.killed_job, 'Transform\'s Flink job was never seen running'
+  assert flink_run.restarted is not None and flink_run.restarted.returncode == 0, flink_run.restarted.stderr
+  assert flink_run.flink_jobs['Transform'] == (flink_run.killed_job,)
+  job = flink.rest(REST, f'/jobs/{flink_run.killed_job}')
+  assert job['state'] == 'FINISHED' and job['timestamps']['RESTARTING'] > 0   # it restarted
+  history = flink.rest(REST, f'/jobs/{flink_run.killed_job}/exceptions')['exceptionHistory']
+  assert any('is no longer reachable' in e['stacktrace'] for e in history['entries']), history
+  # ML Metadata: one Transform execution, COMPLETE, its outputs LIVE.
+  store = metadata.open_store(settings_of(flink_run.env).run.metadata_file)
+  transforms = [r for r in flink_run.run.components if r.component == 'Transform']
+  assert [r.state for r in transforms] == ['COMPLETE']
+  outputs = [store.get_artifacts_by_uri(uri)[0] for uri in flink_run.run.outputs['Transform'].values()]
+  assert {a.state for a in outputs} == {outputs[0].LIVE}

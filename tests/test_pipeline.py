@@ -1,6 +1,8 @@
 """The DAG and how the settings configure it, without running it."""
 
 import json
+import os
+import socket
 
 import pytest
 
@@ -10,7 +12,7 @@ from pipeline.components import csv_example_gen
 from pipeline.orchestration import local
 from pipeline.pipeline import create_pipeline, example_gen_output_config, local_pipeline
 from pipeline.settings import Settings, SettingsError
-from tests.conftest import COMPONENTS, RESOLVER
+from tests.conftest import COMPONENTS, RESOLVER, run_local
 
 
 def build(**kwargs):
@@ -137,6 +139,77 @@ def test_dataflow_args_need_project_and_bucket():
   assert '--sdk_container_image=gcr.io/my-proj/coco-captions-tfx:latest' in args
   shipped = dataflow(GCP_PROJECT='my-proj', GCS_ROOT='gs://b', DATAFLOW_SHIP='setup_file')
   assert any(a.startswith('--setup_file=') for a in shipped)
+
+
+def flink_args(**env):
+  s = Settings.from_env({f'COCO_{k}': v for k, v in env.items()})
+  return beam_args.beam_pipeline_args(s.beam, s.gcp, 'flink')
+
+
+def sdk_environment(args):
+  """The SDK worker environment Beam's PortableRunner puts into the job it
+  submits for these arguments (what the TaskManagers start), built offline."""
+  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
+  from apache_beam.runners.portability.portable_runner import PortableRunner  # pylint: disable=g-import-not-at-top
+  environment = PortableRunner._create_environment(PipelineOptions(args))  # pylint: disable=protected-access
+  return environment.to_runner_api(None)
+
+
+def test_flink_workers_run_beside_the_taskmanagers_never_in_the_launching_process():
+  args = flink_args(FLINK_JOB_ENDPOINT='jobs:8099', FLINK_WORKERS='pool:50000',
+                    FLINK_PARALLELISM='4')
+  assert args[:3] == ['--runner=PortableRunner', '--job_endpoint=jobs:8099', '--parallelism=4']
+  assert '--environment_type=EXTERNAL' in args and '--environment_config=pool:50000' in args
+  assert any(a.startswith('--setup_file=') for a in args)   # the pool runs this checkout's venv
+  from apache_beam.portability.api import beam_runner_api_pb2  # pylint: disable=g-import-not-at-top
+  env = sdk_environment(args)
+  assert env.urn == 'beam:env:external:v1'
+  assert beam_runner_api_pb2.ExternalPayload.FromString(env.payload).endpoint.url == 'pool:50000'
+
+
+def test_flink_workers_in_docker_are_the_component_image_with_its_code():
+  from apache_beam.portability.api import beam_runner_api_pb2  # pylint: disable=g-import-not-at-top
+  args = flink_args(FLINK_ENVIRONMENT='DOCKER', IMAGE='registry.example/coco:1')
+  assert '--environment_type=DOCKER' in args and '--environment_config=registry.example/coco:1' in args
+  assert not any(a.startswith('--setup_file=') for a in args)   # the code is in the image
+  env = sdk_environment(args)
+  assert env.urn == 'beam:env:docker:v1'
+  assert beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image == (
+      'registry.example/coco:1')
+  # Inside the component image (a Kubeflow/Vertex task) the workers are that image too.
+  s = Settings.from_env({'COCO_GCP_PROJECT': 'p'})
+  in_image = beam_args.beam_pipeline_args(s.beam, s.gcp, 'flink', in_image=True)
+  assert '--environment_config=gcr.io/p/coco-captions-tfx:latest' in in_image
+  with pytest.raises(SettingsError, match='COCO_IMAGE'):
+    flink_args(FLINK_ENVIRONMENT='DOCKER')   # no image and no project to name one after
+  with pytest.raises(SettingsError, match='COCO_FLINK_ENVIRONMENT'):
+    flink_args(FLINK_ENVIRONMENT='LOOPBACK')
+
+
+def test_each_beam_stage_on_flink_is_a_job_named_after_its_component():
+  def job_names(**env):
+    p = from_env(**env)
+    return {c.id: [a for a in c.executor_spec.beam_pipeline_args if a.startswith('--job_name=')]
+            for c in p.components if hasattr(c.executor_spec, 'beam_pipeline_args')}
+  named = job_names(BEAM_MODE='flink')
+  assert named == {c: [f'--job_name=coco-captions-{c}'] for c in
+                   ('CsvExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')}
+  assert all(names == [] for names in job_names().values())   # DirectRunner: Beam's default
+
+
+def test_a_flink_cluster_that_is_not_there_is_one_line_naming_it(tmp_path):
+  with socket.socket() as probe:     # a port nobody listens on
+    probe.bind(('localhost', 0))
+    port = probe.getsockname()[1]
+  env = {'COCO_BEAM_MODE': 'flink', 'COCO_FLINK_MASTER': f'localhost:{port}',
+         'COCO_OUTPUT_DIR': str(tmp_path)}
+  result = run_local(dict(os.environ, **env), timeout=60)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      f'error: no Flink cluster answers at http://localhost:{port} (COCO_FLINK_MASTER): '
+      '[Errno 111] Connection refused; start the local one with `make flink-up` '
+      '(tools/flink.sh up), or set COCO_FLINK_MASTER to yours']
+  assert os.listdir(tmp_path) == []   # nothing was started or written
 
 
 def test_partial_run_setting_is_checked_against_the_pipelines_nodes():

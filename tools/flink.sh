@@ -4,6 +4,13 @@
 #   bash tools/flink.sh up       # or: make flink-up   (installs once, then starts)
 #   bash tools/flink.sh status   # the cluster's REST overview
 #   bash tools/flink.sh down     # or: make flink-down
+#   bash tools/flink.sh jobserver  # only Beam's job server (and the worker pool),
+#                                  # for an existing cluster at COCO_FLINK_MASTER
+#   bash tools/flink.sh pid taskmanager   # a process's pid (tests/test_flink.py kills it)
+#
+# Addresses come from the COCO_FLINK_* settings (pipeline/settings.py, printed
+# by `python -m pipeline.orchestration.flink shell`), so this script and the
+# pipeline that uses the cluster agree on them.
 #
 # `up` starts four processes, each bound to loopback where it can be:
 # - the Flink JobManager (StandaloneSessionClusterEntrypoint, REST on :8081)
@@ -33,9 +40,7 @@ home=$cache/flink
 logs=$cache/log
 pids=$cache/pids
 py=${PYTHON:-$root/.venv/bin/python}
-rest=http://localhost:8081
-job_port=8099
-pool_port=50000
+eval "$(cd "$root" && "$py" -m pipeline.orchestration.flink shell)"   # rest, rest_port, job_port, pool_port
 
 log() { echo "[flink] $*" >&2; }
 
@@ -50,12 +55,14 @@ opens="--add-exports=java.base/sun.net.util=ALL-UNNAMED --add-exports=java.rmi/s
 --add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED \
 --add-opens=java.base/java.util.concurrent.locks=ALL-UNNAMED"
 
-# The TaskManager's memory, as taskmanager.sh would compute it (bytes): 512 MiB
-# of network buffers, enough for TFDV's and TFT's shuffles at parallelism 2.
+# The TaskManager's memory, as taskmanager.sh would compute it (bytes): 1 GiB
+# of network buffers. TFMA's job runs many exchanges at once: with 512 MiB the
+# Evaluator's job failed ("Insufficient number of network buffers: required
+# 512, but only 472 available").
 tm_memory="-D taskmanager.cpu.cores=2.0 \
 -D taskmanager.memory.framework.heap.size=134217728b -D taskmanager.memory.task.heap.size=536870912b \
 -D taskmanager.memory.framework.off-heap.size=134217728b -D taskmanager.memory.task.off-heap.size=0b \
--D taskmanager.memory.network.min=536870912b -D taskmanager.memory.network.max=536870912b \
+-D taskmanager.memory.network.min=1073741824b -D taskmanager.memory.network.max=1073741824b \
 -D taskmanager.memory.managed.size=268435456b -D taskmanager.memory.jvm-metaspace.size=268435456b \
 -D taskmanager.memory.jvm-overhead.min=201326592b -D taskmanager.memory.jvm-overhead.max=201326592b"
 
@@ -102,29 +109,48 @@ two_slots() {
 }
 
 up() {
+  case "$rest" in
+    http://localhost:*|http://127.0.0.1:*) ;;
+    *) log "COCO_FLINK_MASTER is $rest, not this machine: \`up\` starts a cluster here; for yours, use \`jobserver\`"; return 2 ;;
+  esac
   install
   mkdir -p "$logs" "$pids"
   cp "$root/tools/flink/flink-conf.yaml" "$home/conf/"
   local jvm=(java $opens "-Dlog4j.configurationFile=file:$home/conf/log4j.properties"
              -cp "$home/lib/*")
   start jobmanager "${jvm[@]}" -Xmx768m -Dlog.file="$logs/jobmanager.log" \
-      org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint --configDir "$home/conf"
+      org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint --configDir "$home/conf" \
+      -D rest.port="$rest_port"
   wait_for "the JobManager ($rest)" 60 curl -sf "$rest/overview"
   # shellcheck disable=SC2086
-  start taskmanager "${jvm[@]}" -Xmx671088640 -Xms671088640 -XX:MaxDirectMemorySize=805306368 \
+  start taskmanager "${jvm[@]}" -Xmx671088640 -Xms671088640 -XX:MaxDirectMemorySize=1207959552 \
       -XX:MaxMetaspaceSize=268435456 -Dlog.file="$logs/taskmanager.log" \
       org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$home/conf" $tm_memory
   wait_for "the TaskManager's 2 slots" 60 two_slots
+  beam_side
+  log "up: Flink $flink_version at $rest (1 TaskManager, 2 slots), Beam job server localhost:$job_port, workers localhost:$pool_port; logs $logs"
+}
+
+# Beam's job server, submitting to the Flink master at $rest, and the SDK
+# worker pool the TaskManagers' Python workers run in (EXTERNAL environment).
+beam_side() {
   # shellcheck disable=SC2086
   start jobserver java $opens -cp "$(cat "$cache/job-server.classpath")" \
-      org.apache.beam.runners.flink.FlinkJobServerDriver --flink-master=localhost:8081 \
-      --job-host=localhost --job-port=$job_port --artifact-port=0 --expansion-port=0
+      org.apache.beam.runners.flink.FlinkJobServerDriver --flink-master="${rest#http://}" \
+      --job-host=localhost --job-port="$job_port" --artifact-port=0 --expansion-port=0
   # The worker pool starts each SDK worker as `python`: the venv's must come first.
   start workers env PATH="$(dirname "$py"):$PATH" "$py" -m apache_beam.runners.worker.worker_pool_main \
-      --service_port=$pool_port
+      --service_port="$pool_port"
   wait_for "Beam's job server (:$job_port)" 90 bash -c "exec 3<>/dev/tcp/127.0.0.1/$job_port"
   wait_for "the SDK worker pool (:$pool_port)" 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$pool_port"
-  log "up: Flink $flink_version at $rest (1 TaskManager, 2 slots), Beam job server localhost:$job_port, workers localhost:$pool_port; logs $logs"
+}
+
+jobserver() {
+  install
+  mkdir -p "$logs" "$pids"
+  curl -sf "$rest/overview" >/dev/null || { log "no Flink cluster answers at $rest (COCO_FLINK_MASTER)"; return 1; }
+  beam_side
+  log "up: Beam job server localhost:$job_port for the Flink cluster at $rest, workers localhost:$pool_port; logs $logs"
 }
 
 down() {
@@ -147,5 +173,7 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   install) install ;;
-  *) echo "usage: $0 up|down|status|install" >&2; exit 2 ;;
+  jobserver) jobserver ;;
+  pid) running "${2:-}" && cat "$pids/$2" ;;   # pid jobmanager|taskmanager|jobserver|workers
+  *) echo "usage: $0 up|down|status|install|jobserver|pid NAME" >&2; exit 2 ;;
 esac

@@ -1,13 +1,14 @@
 """Reading what a run did from ML Metadata (not from logs).
 
-Component states and durations of a run, its output artifacts (so whatever
-is read belongs to that one run), the newest published model, and marking
-executions a killed run left unfinished.
+Component states and durations of a run, which engine ran each one (and its
+job ids there), its output artifacts (so whatever is read belongs to that one
+run), the newest published model, and marking executions a killed run left
+unfinished.
 """
 
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -39,6 +40,16 @@ class ComponentRun:
   state: str          # COMPLETE, CACHED, RUNNING, FAILED, ...
   seconds: float      # create -> last update of the execution
   execution_id: int
+  start_ms: int = 0
+  end_ms: int = 0
+  engine: str = ''    # e.g. 'Flink', 'DirectRunner (in_memory)', 'in process' (record_engines)
+  jobs: Tuple[str, ...] = ()   # the engine's job ids (Flink's jid)
+
+
+ENGINE_PROPERTY = 'coco_engine'
+JOBS_PROPERTY = 'coco_engine_jobs'
+# Writing a property moves an execution's last update time: its end is kept here.
+ENDED_PROPERTY = 'coco_ended_ms'
 
 
 def run_ids(store: metadata_store.MetadataStore) -> List[str]:
@@ -74,13 +85,35 @@ def component_runs(store: metadata_store.MetadataStore,
   rows = []
   for execution in sorted(store.get_executions_by_context(contexts[-1].id),
                           key=lambda e: e.id):
+    props = execution.custom_properties
+    ended = (props[ENDED_PROPERTY].int_value if ENDED_PROPERTY in props
+             else execution.last_update_time_since_epoch)
     rows.append(ComponentRun(
         component=_component_of(store, execution),
         state=_STATE_NAMES.get(execution.last_known_state, 'UNKNOWN'),
-        seconds=(execution.last_update_time_since_epoch
-                 - execution.create_time_since_epoch) / 1000.0,
-        execution_id=execution.id))
+        seconds=(ended - execution.create_time_since_epoch) / 1000.0,
+        execution_id=execution.id,
+        start_ms=execution.create_time_since_epoch,
+        end_ms=ended,
+        engine=props[ENGINE_PROPERTY].string_value if ENGINE_PROPERTY in props else '',
+        jobs=tuple(props[JOBS_PROPERTY].string_value.split()) if JOBS_PROPERTY in props else ()))
   return rows
+
+
+def record_engines(store: metadata_store.MetadataStore,
+                   engines: Dict[int, Tuple[str, Sequence[str]]]) -> None:
+  """Writes which engine ran each execution (by id) and its job ids there,
+  as custom properties of the execution: the run's record then says where its
+  work ran, for the summary, the report and anyone reading ML Metadata."""
+  executions = store.get_executions_by_id(list(engines))
+  for execution in executions:
+    engine, job_ids = engines[execution.id]
+    if ENDED_PROPERTY not in execution.custom_properties:
+      execution.custom_properties[ENDED_PROPERTY].int_value = execution.last_update_time_since_epoch
+    execution.custom_properties[ENGINE_PROPERTY].string_value = engine
+    execution.custom_properties[JOBS_PROPERTY].string_value = ' '.join(job_ids)
+  if executions:
+    store.put_executions(executions)
 
 
 def latest_model_uri(store: metadata_store.MetadataStore) -> Optional[str]:

@@ -152,6 +152,40 @@ def execute(tfx_pipeline, settings: Settings, progress, log_path: str, console_e
       runner.run(tfx_pipeline, run_options=pipeline_module.RunOptions(to_nodes=[last]))
 
 
+def record_engines(tfx_pipeline, settings: Settings) -> None:
+  """Writes into ML Metadata which engine ran each execution of this run and,
+  on Flink, its Flink job ids (asked from the cluster's REST API: the jobs
+  named after the component that started while it ran). Cached executions ran
+  nothing and get no record."""
+  from tfx.dsl.components.base.base_beam_component import BaseBeamComponent  # pylint: disable=g-import-not-at-top
+  from pipeline.artifacts import metadata  # pylint: disable=g-import-not-at-top
+  from pipeline.beam_args import engine_name, job_name  # pylint: disable=g-import-not-at-top
+  from pipeline.orchestration import flink  # pylint: disable=g-import-not-at-top
+  beam_nodes = {c.id for c in tfx_pipeline.components if isinstance(c, BaseBeamComponent)}
+  run = metadata.load_run(settings.run.metadata_file)
+  known = flink.jobs(settings.beam.flink_rest) if settings.beam.mode == 'flink' else []
+  engines = {}
+  for r in run.components:
+    if r.state in ('CACHED', 'NEW', 'UNKNOWN') or r.engine:
+      continue
+    if r.component not in beam_nodes:
+      engines[r.execution_id] = ('in process', ())
+      continue
+    found = flink.jobs_of(known, job_name(PIPELINE_NAME, r.component), r.start_ms, r.end_ms)
+    engines[r.execution_id] = (engine_name(settings.beam), [j.jid for j in found])
+  metadata.record_engines(run.store, engines)
+
+
+def record_engines_quietly(tfx_pipeline, settings: Settings) -> None:
+  """`record_engines`, after a finished or failed run: a record it cannot make
+  (no store yet, the cluster gone) is said in the log, never fails the run."""
+  try:
+    record_engines(tfx_pipeline, settings)
+  except Exception as error:  # pylint: disable=broad-except
+    import logging  # pylint: disable=g-import-not-at-top
+    logging.getLogger('absl').warning('could not record where components ran: %s', error)
+
+
 def main(build: Callable[[Settings], object], argv: Optional[List[str]] = None) -> int:
   """Builds the pipeline with `build(settings)` and runs it; the exit status."""
   argv = sys.argv[1:] if argv is None else argv
@@ -160,6 +194,13 @@ def main(build: Callable[[Settings], object], argv: Optional[List[str]] = None) 
   except SettingsError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2
+  if settings.beam.mode == 'flink':
+    from pipeline.orchestration import flink  # pylint: disable=g-import-not-at-top
+    try:
+      flink.check_reachable(settings.beam)
+    except flink.EngineUnavailable as error:
+      print(f'error: {error}', file=sys.stderr)
+      return 1
   progress = console.setup(verbose=settings.run.verbose)
   console_err = os.fdopen(os.dup(2), 'w')
   log_path = os.path.join(settings.run.log_dir, time.strftime('run-%Y%m%d-%H%M%S.log'))
@@ -173,7 +214,10 @@ def main(build: Callable[[Settings], object], argv: Optional[List[str]] = None) 
         # `tfx pipeline create/update` patched run() to only read the pipeline.
         LocalDagRunner().run(tfx_pipeline)
         return 0
-      execute(tfx_pipeline, settings, progress, log_path, console_err)
+      try:
+        execute(tfx_pipeline, settings, progress, log_path, console_err)
+      finally:
+        record_engines_quietly(tfx_pipeline, settings)
   except SettingsError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2

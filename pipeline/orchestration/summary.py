@@ -1,6 +1,7 @@
 """The lines a local run ends with, from this run's own outputs in ML Metadata:
 input checks, images, anomalies, the model and its quality, the Evaluator's
-decision and what was pushed (a partial run shows what it made)."""
+decision and what was pushed (a partial run shows what it made), and where
+each component ran (a Flink run: each Beam stage's Flink job ids)."""
 
 from typing import List
 
@@ -41,7 +42,21 @@ def summary_lines(pipeline_root: str, metadata_file: str) -> List[str]:
     except files.MissingArtifact:
       pass
   lines += evaluation_lines(run)
+  lines += engine_lines(run)
   return lines
+
+
+def engine_lines(run: metadata.Run) -> List[str]:
+  """Where each component of this run that executed ran (none: all cached):
+  one line per component with engine job ids, then one per engine for the rest."""
+  ran = [r for r in run.components if r.engine]
+  rows = [f'{r.component} on {r.engine}: job {", ".join(r.jobs)}' for r in ran if r.jobs]
+  by_engine = {}
+  for r in ran:
+    if not r.jobs:
+      by_engine.setdefault(r.engine, []).append(r.component)
+  rows += [f'{", ".join(components)}: {engine}' for engine, components in by_engine.items()]
+  return [('ran on:        ' if i == 0 else '               ') + row for i, row in enumerate(rows)]
 
 
 def evaluation_lines(run: metadata.Run) -> List[str]:

@@ -98,16 +98,24 @@ def header_fragment(run_id: str, pipeline_root: str,
 
 
 def components_fragment(runs: Sequence[Any], expected: Sequence[str]) -> str:
-  """The run's components (metadata.ComponentRun): state and seconds each,
-  and the `expected` nodes (the pipeline's, as recorded) this run lacks."""
+  """The run's components (metadata.ComponentRun): state, seconds and where
+  each ran (the engine, with its job ids: a Flink job id per Beam stage), and
+  the `expected` nodes (the pipeline's, as recorded) this run lacks."""
   rows = [[esc(r.component), f'<span class="state-{esc(r.state)}">{esc(r.state)}</span>',
-           esc(f'{r.seconds:.1f}')] for r in runs]
+           esc(f'{r.seconds:.1f}'), ran_on(r)] for r in runs]
   missing = [c for c in expected if c not in {r.component for r in runs}]
   note = (f'<p class="note">Not in this run: {esc(", ".join(missing))}.</p>' if missing else '')
   if any(r.state == 'CACHED' for r in runs):
     note += ('<p class="note">CACHED: the component reused the outputs of an earlier execution '
              'with the same inputs, code and settings; those outputs are shown here.</p>')
-  return table(['component', 'state', 'seconds'], rows, [False, False, True]) + note
+  return table(['component', 'state', 'seconds', 'ran on'], rows, [False, False, True, False]) + note
+
+
+def ran_on(run: Any) -> str:
+  if not run.engine:
+    return ''
+  jobs = ''.join(f'<br>job <code>{esc(j)}</code>' for j in run.jobs)
+  return esc(run.engine) + jobs
 
 
 def _top_values(stats: Any, limit: int = 3, width: int = 48) -> str:
