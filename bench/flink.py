@@ -133,7 +133,8 @@ def render(full: Dict[str, Run], big: Dict[str, Run], checks, probe, args, small
            'SDK with Beam 2.56\'s Flink job server, SDK workers in an EXTERNAL pool in .venv. '
            'DirectRunner: `in_memory` (the default). One run each; seconds per component from ML '
            'Metadata, Flink job durations from its REST API.', '',
-           f'## The whole default DAG on {small_label} captions (data/captions)', '',
+           f'## The whole default DAG on {small_label} captions '
+           + ("(bench/run.py's quick data, 60 Trainer steps)" if args.quick else '(data/captions)'), '',
            '| component | DirectRunner s | Flink s | Flink job s | Flink rest s |',
            '| --- | ---: | ---: | ---: | ---: |']
   direct, on_flink = full['in_memory'], full['flink']

@@ -14,7 +14,10 @@ shared DirectRunner run (`pipeline_run`), is then checked:
 - a fault: while Transform's Flink job runs, its TaskManager is killed
   (SIGKILL) and started again; Flink's restart strategy
   (tools/flink/flink-conf.yaml) reruns the job, the run completes with the
-  results above, and ML Metadata holds one Transform execution, COMPLETE.
+  results above, and ML Metadata holds one Transform execution, COMPLETE;
+- images on: CsvExampleGen and ImageExampleGen on coco-mini (159 real COCO
+  images, from ../shared) as finished Flink jobs, with the same image examples
+  and dead letter as the same run on DirectRunner.
 """
 
 import os
@@ -29,11 +32,13 @@ from bench import compare_engines
 from pipeline import settings
 from pipeline.artifacts import metadata
 from pipeline.orchestration import flink
-from tests.conftest import PROJECT_DIR, settings_of
+from tests.conftest import PROJECT_DIR, run_local, settings_of
+from tests.test_images import COCO_MINI, ingest_coco_mini
 
 pytestmark = pytest.mark.slow
 FLINK_SH = os.path.join(settings.PROJECT_DIR, 'tools', 'flink.sh')
 BEAM_STAGES = ('CsvExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')
+IMAGE_STAGES = ('CsvExampleGen', 'ImageExampleGen')
 KILLED_DURING = 'Transform'
 REST = settings.Settings.from_env({}).beam.flink_rest
 
@@ -144,3 +149,47 @@ def test_a_taskmanager_killed_during_transform_is_recovered_by_flinks_restart(fl
   assert [r.state for r in transforms] == ['COMPLETE']
   outputs = [store.get_artifacts_by_uri(uri)[0] for uri in flink_run.run.outputs['Transform'].values()]
   assert {a.state for a in outputs} == {outputs[0].LIVE}
+
+
+@pytest.fixture(scope='module')
+def image_runs(flink_cluster, tmp_path_factory):
+  """CsvExampleGen -> ImageExampleGen on coco-mini, on DirectRunner and on Flink."""
+  del flink_cluster
+  root = tmp_path_factory.mktemp('flink-images')
+  if not os.path.isdir(os.path.join(COCO_MINI, 'annotations')):
+    pytest.skip(f'{COCO_MINI} is absent (159 real COCO images with their captions; '
+                'the shared data sets live in ../shared/data)')
+  captions = ingest_coco_mini(str(root / 'captions'))
+  base = {k: v for k, v in os.environ.items() if not k.startswith(settings.ENV_PREFIX)}
+  base.update(COCO_DATA_ROOT=captions, COCO_IMAGES='1', COCO_RUN_TO=IMAGE_STAGES[-1],
+              COCO_IMAGE_DIR=os.path.join(COCO_MINI, '{folder}'))
+  runs = {}
+  for engine in ('in_memory', 'flink'):
+    env = dict(base, COCO_OUTPUT_DIR=str(root / engine), COCO_BEAM_MODE=engine)
+    result = run_local(env)
+    assert result.returncode == 0, engine + result.stdout + result.stderr[-3000:]
+    runs[engine] = settings_of(env).run.pipeline_root, metadata.load_run(
+        settings_of(env).run.metadata_file), result.stdout
+  return runs
+
+
+def test_with_images_imageexamplegen_is_a_finished_flink_job_too(image_runs):
+  _, run, stdout = image_runs['flink']
+  jobs = {r.component: r.jobs for r in run.components if r.jobs}
+  assert sorted(jobs) == sorted(IMAGE_STAGES)
+  (job_id,) = jobs['ImageExampleGen']
+  job = flink.rest(REST, f'/jobs/{job_id}')
+  assert job['name'] == f'{settings.PIPELINE_NAME}-ImageExampleGen' and job['state'] == 'FINISHED'
+  assert {v['parallelism'] for v in job['vertices']} == {2}
+  assert sum(v['metrics']['write-records'] for v in job['vertices']) > 0
+  assert f'ImageExampleGen on Flink at {REST}: job {job_id}' in stdout
+
+
+def test_with_images_the_image_examples_equal_the_direct_runners(image_runs):
+  checks = compare_engines.checks(image_runs['in_memory'][0], image_runs['flink'][0])
+  assert [what for what, _, _ in checks] == ['examples per split', 'image examples',
+                                             'image dead letter']
+  assert [what for what, equal, _ in checks if not equal] == [], checks
+  kept = compare_engines.image_examples(metadata.load_run(
+      os.path.join(image_runs['flink'][0], 'metadata.db')))
+  assert set(kept) == {'train', 'eval'} and all(kept.values())

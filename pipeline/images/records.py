@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -278,13 +278,23 @@ def dead_letter_lines(failed: Sequence[Any]) -> List[str]:
 
 
 # ------------------------------------------------------------------ counts
+FILTERED_COUNTER = 'filtered_license_captions'
+
+
+def filtered_counter(split: Optional[str]) -> str:
+  """The counter of captions filtered by license in `split` (None: rows read
+  from a captions CSV, outside the pipeline's splits)."""
+  return FILTERED_COUNTER + (f'_split_{split}' if split else '')
+
+
 def summary_counts(counters: Dict[str, int]) -> Dict[str, Any]:
   """Counter values -> the summary's structure (zeros for counters never incremented)."""
   value = lambda name: int(counters.get(name, 0))
   return {
       'kept_captions': value('kept_captions'),
       'kept_images': value('kept_images'),
-      'filtered_license_captions': value('filtered_license_captions'),
+      'filtered_license_captions': sum(int(v) for k, v in counters.items()
+                                       if k.startswith(FILTERED_COUNTER)),
       'failed_captions': {r: value(f'failed_{r}_captions') for r in FAILURE_REASONS},
       'failed_images': {r: value(f'failed_{r}_images') for r in FAILURE_REASONS},
       # Retries, apart from the final failures above: images read more than
