@@ -2,6 +2,7 @@
 
 import csv
 import glob
+import hashlib
 import os
 import subprocess
 import sys
@@ -42,6 +43,18 @@ def csv_rows(data_root: str) -> list:
       records.insert(0, list(features.RAW_COLUMNS))
     rows += [dict(zip(records[0], r)) for r in records[1:]]
   return rows
+
+
+def file_tree(path: str) -> Dict[str, str]:
+  """Every file under `path` with its SHA-256, by relative path: what
+  "unchanged byte for byte" compares."""
+  found = {}
+  for root, _, names in os.walk(path):
+    for name in names:
+      full = os.path.join(root, name)
+      with open(full, 'rb') as f:
+        found[os.path.relpath(full, path)] = hashlib.sha256(f.read()).hexdigest()
+  return found
 
 
 def run_local(env, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -98,8 +111,10 @@ COMPONENTS = ['CsvExampleGen', RESOLVER, 'StatisticsGen', 'SchemaGen', 'ExampleV
 # every test that uses one goes to the same worker (an xdist group) and the run
 # happens once. Groups start longest first, so the two workers end together;
 # the list is ordered by measured seconds (bench/results/test-suite-*.md).
-LONGEST_FIRST = ('tests/test_rehearsal.py', 'tests/test_distributed.py', 'tests/test_evaluation.py',
-                 'pipeline_run', 'tests/test_kubeflow.py', 'tests/test_images.py')
+# pipeline_run's group holds the Flink cluster's tests too (they compare with it).
+LONGEST_FIRST = ('pipeline_run', 'tests/test_rehearsal.py', 'tests/test_publish.py',
+                 'tests/test_distributed.py', 'tests/test_evaluation.py', 'tests/test_kubeflow.py',
+                 'tests/test_images.py')
 
 
 def shared_fixtures(item):

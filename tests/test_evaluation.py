@@ -35,7 +35,7 @@ from modules import evaluation as metric_names
 from pipeline import evaluation
 from pipeline.artifacts import files, metadata
 from pipeline.settings import Settings
-from tests.conftest import RESOLVER, run_local, settings_of
+from tests.conftest import RESOLVER, file_tree, run_local, settings_of
 from tests.test_e2e import LOAD_WITH_TF_ONLY
 
 SHIPPED = Settings().run.data_root          # data/captions: all val2017 captions
@@ -44,17 +44,6 @@ CT_VOCAB = 1000                             # a smaller softmax: cheaper steps, 
 CT_STEPS = 200                              # enough to beat the trigram on them (~0.95x)
 WEAK_STEPS = 5
 CHANGED_CAPTIONS = 4000                     # run 3 reads the first 4k captions only
-
-
-def serving_snapshot(model_dir):
-  """Every file under the serving directory with its SHA-256."""
-  found = {}
-  for root, _, names in os.walk(model_dir):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        found[os.path.relpath(path, model_dir)] = hashlib.sha256(f.read()).hexdigest()
-  return found
 
 
 def write_subset(source_dir, target_dir, count):
@@ -78,13 +67,13 @@ class ContinuousTraining:
     self.metadata_path = settings.run.metadata_file
     self.model_dir = settings.serving.model_dir(settings.run)
     self.first = run_local(self.env)
-    self.after_first = serving_snapshot(self.model_dir)
+    self.after_first = file_tree(self.model_dir)
     self.versions_after_first = files.serving_versions(self.model_dir)
     self.again = run_local(self.env)
-    self.after_again = serving_snapshot(self.model_dir)
+    self.after_again = file_tree(self.model_dir)
     self.weak = run_local(dict(self.env, COCO_TRAIN_STEPS=str(WEAK_STEPS),
                                COCO_STEPS_PER_EPOCH=str(WEAK_STEPS)))
-    self.after_weak = serving_snapshot(self.model_dir)
+    self.after_weak = file_tree(self.model_dir)
     changed = write_subset(SHIPPED, os.path.join(output_dir, 'changed_data'), CHANGED_CAPTIONS)
     self.changed = run_local(dict(self.env, COCO_DATA_ROOT=changed))
 

@@ -1,5 +1,7 @@
 """Reading what a run did: ML Metadata (`metadata`) and the files of its
-artifacts (`files`); the artifact types of our own components (`types`).
+artifacts (`files`); the artifact types of our own components (`types`);
+whether the ML Metadata store can be used at all (`store_health`: damaged,
+not SQLite, or locked by another writer).
 
 `metadata` finds a run's executions and output artifacts; `files` is the one
 module that knows how an artifact is laid out on disk (split directories,

@@ -22,6 +22,7 @@ import warnings
 _RUNNING = re.compile(r'^Component (\S+) is running\.$')
 _FINISHED = re.compile(r'^Component (\S+) is finished\.$')
 _CACHED = re.compile(r'^A cached execution \d+ is used\.$')
+_FAILED = re.compile(r'^Execution \d+ failed\.$')   # the run's own error line follows
 _OURS = 'coco_captions'
 
 
@@ -38,6 +39,11 @@ class ComponentProgress(logging.Handler):
     self._current = None
     self._t0 = 0.0
     self._cached = False
+
+  @property
+  def running(self):
+    """The component that started and has not finished (the one a failure is in)."""
+    return self._current
 
   def _write(self, text: str) -> None:
     self.stream.write(text + '\n')
@@ -62,6 +68,8 @@ class ComponentProgress(logging.Handler):
       self._write(f'[{len(self.rows)}/{self.total or "?"}] {self._current:<16} '
                   f'{state:<6} {seconds:6.1f}s   (elapsed {time.time() - self.started:.0f}s)')
       self._current = None
+    elif _FAILED.match(message) and not self.verbose:
+      return
     elif record.name.startswith(_OURS) and record.levelno >= logging.INFO:
       self._write(f'      {message}')
     elif self.verbose or record.levelno >= logging.ERROR:

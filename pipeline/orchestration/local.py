@@ -2,6 +2,8 @@
 
 `main(build)` is what `local_runner.py` calls with its pipeline factory:
 - reads the settings once (a malformed one: one line naming it, exit 2);
+- checks the ML Metadata store first (pipeline/artifacts/store_health.py: a
+  damaged or locked one is one line, and nothing under the root is touched);
 - keeps the console readable (one line per component; TensorFlow, Beam and
   pip go to `<pipeline root>/logs/run-*.log` unless COCO_VERBOSE=1);
 - runs the whole DAG or, with COCO_RUN_TO, a TFX partial run of a node and
@@ -10,6 +12,8 @@
   saying so, then finds the first one's results cached; executions a killed
   run left RUNNING are marked CANCELED first;
 - Ctrl-C marks the running execution CANCELED and exits 130 at once;
+- a full disk or a store locked mid-run ends it with one line naming the
+  component and the path (pipeline/orchestration/faults.py);
 - ends with the summary of this run's outputs and, with COCO_REPORT=1 (or
   `--report`), the HTML report.
 
@@ -201,6 +205,12 @@ def main(build: Callable[[Settings], object], argv: Optional[List[str]] = None) 
     except flink.EngineUnavailable as error:
       print(f'error: {error}', file=sys.stderr)
       return 1
+  from pipeline.artifacts import store_health  # pylint: disable=g-import-not-at-top
+  try:   # before anything under the root is written: a log, the run lock
+    store_health.check(settings.run.metadata_file)
+  except store_health.StoreUnusable as error:
+    print(f'error: {error}', file=sys.stderr)
+    return 1
   progress = console.setup(verbose=settings.run.verbose)
   console_err = os.fdopen(os.dup(2), 'w')
   log_path = os.path.join(settings.run.log_dir, time.strftime('run-%Y%m%d-%H%M%S.log'))
@@ -225,6 +235,13 @@ def main(build: Callable[[Settings], object], argv: Optional[List[str]] = None) 
     print(INTERRUPTED, file=sys.stderr)
     return 130
   except Exception as error:  # pylint: disable=broad-except
+    from pipeline.orchestration import faults  # pylint: disable=g-import-not-at-top
+    known = faults.explain(error, progress.running, settings.run.pipeline_root,
+                           settings.run.metadata_file)
+    if known:   # one line, the log's path at its end
+      print(f'error: {known}' + ('' if settings.run.verbose else f' Log: {log_path}'),
+            file=sys.stderr)
+      return 1
     print(f'error: {first_lines(error)}', file=sys.stderr)
     if not settings.run.verbose:
       print(f'full log: {log_path} (or rerun with COCO_VERBOSE=1)', file=sys.stderr)
