@@ -43,6 +43,9 @@ TRAINER_DEFAULTS = {
     'epoch_eval_captions': 4096,  # eval captions scored after each epoch (final: all)
     'patience': 2,                # epochs without a better eval loss before stopping
     'seed': 42,
+    # >0: a sampled softmax of that many classes in training only (the export
+    # and every perplexity keep the full one); bench/trainer_ablation.py.
+    'sampled_softmax': 0,
 }
 EVAL_BATCH = 512
 

@@ -59,9 +59,11 @@ class CaptionLM(keras.Model):
   """
 
   def __init__(self, num_classes: int, embed_dim: int, gru_units: int,
-               dropout: float, output_bias: np.ndarray = None, **kwargs):
+               dropout: float, output_bias: np.ndarray = None, sampled_softmax: int = 0,
+               **kwargs):
     super().__init__(**kwargs)
     self.num_classes = num_classes
+    self.sampled_softmax = sampled_softmax
     self.embedding = keras.layers.Embedding(num_classes, embed_dim, name='embedding')
     self.dropout = keras.layers.Dropout(dropout)
     self.gru = keras.layers.GRU(gru_units, return_sequences=True, name='gru')
@@ -101,10 +103,24 @@ class CaptionLM(keras.Model):
   def metrics(self):
     return [self.loss_tracker]
 
+  def sampled_nll(self, inputs, targets):
+    """Training's estimate of `predicted_nll` from `sampled_softmax` classes
+    drawn log-uniformly (vocabulary ids are in frequency order), with the
+    same tied weights and bias; scoring and the export keep the full softmax."""
+    predicted = tf.not_equal(targets, constants.PAD_ID)
+    hidden = tf.boolean_mask(self.hidden(inputs, training=True), predicted)
+    labels = tf.cast(tf.boolean_mask(targets, predicted), tf.int64)[:, None]
+    return tf.nn.sampled_softmax_loss(
+        weights=self.embedding.embeddings, biases=self.output_bias, labels=labels,
+        inputs=hidden, num_sampled=self.sampled_softmax, num_classes=self.num_classes,
+        remove_accidental_hits=True)
+
   def train_step(self, data):
     inputs, targets = data
     with tf.GradientTape() as tape:
-      loss = tf.reduce_mean(self.predicted_nll(inputs, targets, training=True))
+      nll = (self.sampled_nll(inputs, targets) if self.sampled_softmax
+             else self.predicted_nll(inputs, targets, training=True))
+      loss = tf.reduce_mean(nll)
     self.optimizer.apply_gradients(
         zip(tape.gradient(loss, self.trainable_variables), self.trainable_variables))
     self.loss_tracker.update_state(loss)
@@ -138,8 +154,9 @@ def unigram_log_probs(split: Dict[str, np.ndarray], num_classes: int) -> np.ndar
 
 
 def build_model(num_classes: int, embed_dim: int, gru_units: int, dropout: float,
-                output_bias: np.ndarray = None) -> CaptionLM:
-  model = CaptionLM(num_classes, embed_dim, gru_units, dropout, output_bias, name='caption_lm')
+                output_bias: np.ndarray = None, sampled_softmax: int = 0) -> CaptionLM:
+  model = CaptionLM(num_classes, embed_dim, gru_units, dropout, output_bias,
+                    sampled_softmax=sampled_softmax, name='caption_lm')
   model(tf.zeros([1, 1], tf.int32))  # create the variables
   return model
 
@@ -226,9 +243,9 @@ class EpochLogger(keras.callbacks.Callback):
         'seconds': round(time.time() - self._start, 1),
     }
     self.history.append(row)
-    log.info('epoch %(epoch)d step %(step)d: train loss %(train_loss).3f, '
-             'eval loss %(eval_loss).3f, eval perplexity %(eval_perplexity).2f '
-             '(%(seconds).0fs)', row)
+    log.info('epoch %(epoch)d step %(step)d: train loss %(train_loss).3f; on %(eval_captions)s '
+             'eval captions: loss %(eval_loss).3f, perplexity %(eval_perplexity).2f '
+             '(%(seconds).0fs)', dict(row, eval_captions=f'{self._eval_captions:,}'))
     if eval_loss < self._best_loss:
       self._best_loss, self.best_epoch = eval_loss, epoch + 1
       self._best_weights = self.model.get_weights()

@@ -114,9 +114,10 @@ def metrics_of(eval_ppl: float, baseline_ppl: Dict[str, float], epoch_logger: Ep
       'num_classes': num_classes,
       'hyperparameters': hp,
   }
-  log.info('eval perplexity %.2f = %.2f x Kneser-Ney trigram, %.3f x unigram; '
-           'trained %d steps in %.0fs', eval_ppl, metrics['ratio_to_kneser_ney_trigram'],
-           metrics['ratio_to_unigram'], metrics['train_steps'], epoch_logger.train_seconds)
+  log.info('eval perplexity on all %s eval captions %.2f = %.2f x Kneser-Ney trigram, '
+           '%.3f x unigram; trained %d steps in %.0fs', f'{len(eval_seqs):,}', eval_ppl,
+           metrics['ratio_to_kneser_ney_trigram'], metrics['ratio_to_unigram'],
+           metrics['train_steps'], epoch_logger.train_seconds)
   return metrics
 
 
@@ -144,7 +145,8 @@ def run_fn(fn_args: FnArgs) -> None:
   baseline_ppl = baseline_perplexities(train_seqs, eval_seqs, num_classes)
   data = eval_data(evals, hp, fn_args.eval_steps)
   model = build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
-                      output_bias=unigram_log_probs(train_split, num_classes))
+                      output_bias=unigram_log_probs(train_split, num_classes),
+                      sampled_softmax=hp['sampled_softmax'])
   epoch_logger = train(model, train_split, data, hp, fn_args.train_steps)
   eval_ppl = final_perplexity(model, data, epoch_logger)
   metrics = metrics_of(eval_ppl, baseline_ppl, epoch_logger, train_seqs, eval_seqs,

@@ -51,6 +51,19 @@ def test_training_step_lowers_loss_on_a_tiny_corpus(seed):
   assert after < 0.25 * np.log(7)
 
 
+def test_a_sampled_softmax_in_training_lowers_the_full_softmax_loss():
+  """Training on the sampled estimate (half the classes) still teaches the
+  full softmax, which scoring uses; the loss it reports is the sampled one."""
+  model.keras.utils.set_random_seed(0)
+  lm = model.build_model(num_classes=40, embed_dim=8, gru_units=8, dropout=0.0, sampled_softmax=20)
+  lm.compile(optimizer=model.keras.optimizers.Adam(0.05))
+  inputs, targets = model.lm_inputs_and_targets(tf.constant([[2, 3, 4, 0]] * 8), tf.constant([3] * 8))
+  before = float(tf.reduce_mean(lm.predicted_nll(inputs, targets)))
+  lm.fit(tf.data.Dataset.from_tensors((inputs, targets)).repeat(60), verbose=0)
+  after = float(tf.reduce_mean(lm.predicted_nll(inputs, targets)))
+  assert before > 0.8 * np.log(39) and after < 0.3 * np.log(39)
+
+
 def test_warmup_cosine_schedule():
   schedule = model.WarmupCosine(peak=1.0, warmup_steps=10, total_steps=100)
   cosine = lambda step: 0.5 * (1 + np.cos(np.pi * step / 100))

@@ -5,7 +5,10 @@ serving directory, and against a run that never failed.
 
 The evaluate-and-push runs use tests/test_evaluation.py's continuous-training
 settings (5,000 captions, a 1,000-token vocabulary, 200 steps: the smallest
-run that is blessed and pushed). The full disk is a size-limited tmpfs the
+run that is blessed and pushed). The two kills share one root, one after the
+other: killed in the Evaluator, then killed in the Pusher by the run after it
+(its pushes slowed by tests/faults/sitecustomize.py), then a normal run; the
+end is compared with an uninterrupted run of the same settings. The full disk is a size-limited tmpfs the
 test mounts (root only; these machines run tests as root). The damaged and
 locked ML Metadata store is tests/test_store_health.py's.
 """
@@ -116,57 +119,71 @@ def uninterrupted(tmp_path_factory):
   return found
 
 
+def slowed(env):
+  """The run's environment with each file of a push slowed (tests/faults)."""
+  return dict(env, PYTHONPATH=os.pathsep.join(filter(None, [FAULTS, env.get('PYTHONPATH')])),
+              SLOW_PUSH_SECONDS=str(SLOW_PUSH_SECONDS))
+
+
 @pytest.fixture(scope='module')
-def evaluator_killed(tmp_path_factory):
-  """A run SIGKILLed while its Evaluator runs, then the same command again."""
-  env = ct_env(str(tmp_path_factory.mktemp('evaluator-killed')))
+def killed_twice(tmp_path_factory):
+  """One root, three runs: SIGKILLed while its Evaluator runs; run again with
+  slow pushes and SIGKILLed while its Pusher copies; run again as usual.
+  Returns the environment and what each step left."""
+  env = ct_env(str(tmp_path_factory.mktemp('killed')))
+  base = settings_of(env).serving.model_dir(settings_of(env).run)
+  seen = {}
   run = start(env)
   wait_for(run, lambda: running(env, 'Evaluator'), 'the Evaluator running')
   kill(run)
-  killed = states(env)
-  base = settings_of(env).serving.model_dir(settings_of(env).run)
-  pushed_before = pusher.versions(base)
-  resumed = run_local(env)
-  return env, killed, pushed_before, resumed
-
-
-def test_sigkill_during_the_evaluator_then_the_next_run_decides_and_pushes_as_if_uninterrupted(
-    evaluator_killed, uninterrupted):
-  env, killed, pushed_before, resumed = evaluator_killed
-  assert killed['Evaluator'] == 'RUNNING' and 'Pusher' not in killed and pushed_before == []
-  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-  assert 'Marked unfinished executions of an earlier run CANCELED: Evaluator' in resumed.stdout
-  after = states(env)
-  assert [after[c] for c in BEFORE_TRAINER + ['Trainer']] == ['CACHED'] * 5
-  assert after['Evaluator'] == after['Pusher'] == 'COMPLETE'
-  assert published(env) == uninterrupted
-
-
-def test_sigkill_while_the_pusher_copies_then_the_next_run_pushes_the_model_whole(
-    tmp_path, uninterrupted):
-  env = ct_env(str(tmp_path))
-  base = settings_of(env).serving.model_dir(settings_of(env).run)
-  slow = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [FAULTS, env.get('PYTHONPATH')])),
-              SLOW_PUSH_SECONDS=str(SLOW_PUSH_SECONDS))
-  run = start(slow)
+  seen['evaluator killed'] = states(env), pusher.versions(base)
 
   def copying():
     staging = [p for p in pusher.leftovers(base) if pusher.STAGING_PREFIX in p]
-    return staging and any(files for _, _, files in os.walk(staging[0]))
+    return staging and any(names for _, _, names in os.walk(staging[0]))
+  run = start(slowed(env))
   wait_for(run, copying, 'the Pusher copying')
   kill(run)
-  assert states(env)['Pusher'] == 'RUNNING'
-  assert pusher.versions(base) == []                          # no numbered, incomplete version
-  (leftover,) = pusher.leftovers(base)
-  assert os.path.basename(leftover).startswith(pusher.STAGING_PREFIX)
+  seen['pusher killed'] = states(env), pusher.versions(base), pusher.leftovers(base)
+  seen['resumed'] = run_local(env)
+  return env, seen
 
-  resumed = run_local(env)
-  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-  after = states(env)   # the Evaluator runs again: the killed run blessed its model, which
-  assert after['Pusher'] == 'COMPLETE'   # the resolver now gives it as the baseline
+
+def test_sigkill_during_the_evaluator_then_the_next_run_decides_as_if_uninterrupted(
+    killed_twice, uninterrupted):
+  env, seen = killed_twice
+  killed, versions = seen['evaluator killed']
+  assert killed['Evaluator'] == 'RUNNING' and 'Pusher' not in killed and versions == []
+  after, _, _ = seen['pusher killed']       # the run after it, up to its Pusher
   assert [after[c] for c in BEFORE_TRAINER + ['Trainer']] == ['CACHED'] * 5
+  assert after['Evaluator'] == 'COMPLETE'
+  db = settings_of(env).run.metadata_file
+  store = metadata.open_store(db)
+  first_two = metadata.run_ids(store)[:2]
+  assert [r.state for run_id in first_two for r in metadata.component_runs(store, run_id)
+          if r.component == 'Evaluator'] == ['CANCELED', 'COMPLETE']
+  second = metadata.load_run(db, first_two[1])
+  blessing = second.artifact('Evaluator', 'blessing').custom_properties['blessed'].int_value
+  assert (blessing == 1) == uninterrupted[0]    # the decision of the run after the kill
+
+
+def test_sigkill_while_the_pusher_copies_then_the_next_run_pushes_the_model_whole(
+    killed_twice, uninterrupted):
+  env, seen = killed_twice
+  killed, versions, leftovers = seen['pusher killed']
+  assert killed['Pusher'] == 'RUNNING'
+  assert versions == []                                       # no numbered, incomplete version
+  (leftover,) = leftovers
+  assert os.path.basename(leftover).startswith(pusher.STAGING_PREFIX)
+  resumed = seen['resumed']
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert 'Marked unfinished executions of an earlier run CANCELED: Pusher' in resumed.stdout
+  after = states(env)
+  assert after['Pusher'] == 'COMPLETE'
+  assert [after[c] for c in BEFORE_TRAINER + ['Trainer']] == ['CACHED'] * 5
+  base = settings_of(env).serving.model_dir(settings_of(env).run)
   assert pusher.leftovers(base) == []                          # removed, not left to grow
-  assert published(env) == uninterrupted
+  assert published(env) == uninterrupted                       # decision and serving directory
 
 
 # ------------------------------------------------------------------ a full disk
@@ -231,11 +248,11 @@ def test_a_disk_that_fills_during_the_trainer_stops_the_run_in_one_line_then_it_
 
 
 def test_a_serving_directory_that_fills_during_a_push_leaves_the_previous_version_serving(
-    small_disk, evaluator_killed):
+    small_disk, killed_twice):
   """The resumed run's model, pushed again into a small file system that
   holds an older version (its fingerprint changed: another model) and not
   room for a second one."""
-  env = evaluator_killed[0]
+  env = killed_twice[0]
   settings = settings_of(env)
   (version,) = pusher.versions(settings.serving.model_dir(settings.run))
   model = os.path.join(settings.serving.model_dir(settings.run), version)
