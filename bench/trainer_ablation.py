@@ -2,25 +2,22 @@
 fit seconds and exact eval perplexity (the full softmax over the whole eval
 split, as the Evaluator computes it) on the default run's data.
 
-    .venv/bin/python bench/trainer_ablation.py [--variants a,b,...] [--steps N]
+    .venv/bin/python bench/trainer_ablation.py [--variants a,b,...]
 
 Runs the default pipeline up to Transform once (bench/work/ablation, cached
 afterwards), loads the transformed splits as run_fn does, then trains each
 variant in this process from the same seed with modules/trainer.py's
-`train`, changing one thing. Writes bench/results/trainer-ablation-<date>.md.
+`train`. Writes bench/results/trainer-ablation-<date>.md.
 
-Variants (what changes against today's defaults):
-- baseline: TRAINER_DEFAULTS, 800 steps;
-- sampled512: a sampled softmax of 512 classes in training only
-  (log-uniform sampler: the vocabulary ids are in frequency order);
-- batch256: batch 256, 400 steps (the same captions seen), peak rate x1.4.
-Two more were measured and removed (bench/results/trainer-ablation-2026-12-04.md):
-length-bucketed batches (no faster) and an XLA-compiled train step (killed
-for memory).
+Variants: `old` is the defaults before issue 22 (full softmax, unbucketed
+batches, the GRU alone, 800 steps); each `+x` changes one thing of `old`;
+`new` is today's TRAINER_DEFAULTS and TRAIN_STEPS. What was measured and
+not kept is in bench/results/trainer-ablation-2026-12-0{4,7}.md.
 """
 
 import argparse
 import datetime
+import json
 import math
 import os
 import subprocess
@@ -36,10 +33,15 @@ from modules import constants, features  # noqa: E402
 from pipeline import settings  # noqa: E402
 
 WORK = os.path.join(HERE, 'work', 'ablation')
-VARIANTS = {   # each: the TRAINER_DEFAULTS it changes (batch256 also halves the steps)
-    'baseline': {},
-    'sampled512': {'sampled_softmax': 512},
-    'batch256': {},
+OLD = dict(constants.TRAINER_DEFAULTS, sampled_softmax=0, length_buckets=False,
+           kneser_ney_weight=0.0, steps_per_epoch=200)
+OLD_STEPS = 800
+VARIANTS = {   # name: (hyperparameters, steps)
+    'old': (OLD, OLD_STEPS),
+    '+sampled512': (dict(OLD, sampled_softmax=512), OLD_STEPS),
+    '+length_buckets': (dict(OLD, length_buckets=True), OLD_STEPS),
+    '+kneser_ney_0.15': (dict(OLD, kneser_ney_weight=0.15), OLD_STEPS),
+    'new': (constants.TRAINER_DEFAULTS, constants.TRAIN_STEPS),
 }
 RESULTS = os.path.join(HERE, 'results')
 
@@ -70,52 +72,66 @@ def load(graph_dir: str, examples_dir: str):
   return tft_output, split('train'), split('eval')
 
 
-def run_variant(name: str, tft_output, train_split, evals, steps: int):
-  """Trains one variant; (fit seconds, exact eval perplexity, steps)."""
+def run_variant(hp, steps: int, tft_output, train_split, evals, trigram):
+  """Trains one variant as run_fn does; (fit seconds, exact eval perplexity)."""
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from modules import model as model_lib, trainer  # pylint: disable=g-import-not-at-top
-  hp = dict(constants.TRAINER_DEFAULTS)
-  steps_now = steps
-  if name == 'batch256':
-    hp.update(batch_size=256, learning_rate=hp['learning_rate'] * 1.4,
-              steps_per_epoch=hp['steps_per_epoch'] // 2)
-    steps_now = steps // 2
-  hp.update(VARIANTS.get(name, {}))
   keras.utils.set_random_seed(hp['seed'])
   num_classes = trainer.num_classes_of(tft_output)
   data = trainer.eval_data(evals, hp, None)
   model = model_lib.build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
                                 output_bias=model_lib.unigram_log_probs(train_split, num_classes),
                                 sampled_softmax=hp['sampled_softmax'])
-  logger = trainer.train(model, train_split, data, hp, steps_now)
+  model.attach_kneser_ney(trigram.tables(num_classes), hp['kneser_ney_weight'])
+  logger = trainer.train(model, train_split, data, hp, steps)
   total, count = model_lib.corpus_nll(model, data.full)
-  return logger.train_seconds, math.exp(total / count), steps_now
+  return logger.train_seconds, math.exp(total / count)
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--variants', default=','.join(VARIANTS))
-  parser.add_argument('--steps', type=int, default=constants.TRAIN_STEPS)
+  parser.add_argument('--one', help=argparse.SUPPRESS)  # internal: train one variant, print JSON
   args = parser.parse_args(argv)
+  if not args.one:
+    return measure_each(args.variants.split(','))
   graph_dir, examples_dir = transform_output(WORK)
   tft_output, train_split, evals = load(graph_dir, examples_dir)
   from modules import baselines  # pylint: disable=g-import-not-at-top
   from modules.inputs import sequences  # pylint: disable=g-import-not-at-top
   num_classes = constants.num_classes(tft_output.vocabulary_size_by_name(constants.VOCAB_NAME))
-  trigram = baselines.kneser_ney_perplexity(sequences(train_split), sequences(evals), num_classes)
+  fitted = baselines.KneserNeyTrigram(sequences(train_split), num_classes)
+  trigram = fitted.perplexity(sequences(evals))
+  hp, steps = VARIANTS[args.one]
+  seconds, ppl = run_variant(hp, steps, tft_output, train_split, evals, fitted)
+  print(json.dumps({'name': args.one, 'steps': steps, 'seconds': seconds, 'perplexity': ppl,
+                    'trigram': trigram, 'train': len(train_split[features.NUM_TOKENS_KEY]),
+                    'eval': len(evals[features.NUM_TOKENS_KEY])}))
+  return 0
+
+
+def measure_each(names) -> int:
+  """Each variant in a fresh process: run one after another in one process,
+  the later ones were slower (the new defaults' fit took 83 s as the fifth
+  variant there, 67 s alone)."""
   rows = []
-  for name in args.variants.split(','):
-    seconds, ppl, steps = run_variant(name, tft_output, train_split, evals, args.steps)
-    rows.append((name, steps, seconds, ppl))
-    print(f'{name}: {steps} steps, fit {seconds:.1f}s, eval perplexity {ppl:.3f} '
-          f'({ppl / trigram:.3f} x trigram)', flush=True)
+  for name in names:
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), '--one', name],
+                          check=True, capture_output=True, text=True)
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    rows.append(row)
+    print(f'{name}: {row["steps"]} steps, fit {row["seconds"]:.1f}s, eval perplexity '
+          f'{row["perplexity"]:.3f} ({row["perplexity"] / row["trigram"]:.3f} x trigram)',
+          flush=True)
+  trigram = rows[0]['trigram']
   lines = [f'# Trainer ablation, {datetime.date.today().isoformat()}', '',
-           f'Default data ({len(train_split[features.NUM_TOKENS_KEY]):,} train / '
-           f'{len(evals[features.NUM_TOKENS_KEY]):,} eval captions), {os.cpu_count()} cores, one '
-           f'process, each variant alone from seed {constants.TRAINER_DEFAULTS["seed"]}; exact '
-           f'eval perplexity (full softmax, whole split). Kneser-Ney trigram {trigram:.2f}.', '',
+           f'Default data ({rows[0]["train"]:,} train / {rows[0]["eval"]:,} eval captions), '
+           f'{os.cpu_count()} cores, each variant alone in a fresh process from seed '
+           f'{constants.TRAINER_DEFAULTS["seed"]}; exact eval perplexity (full softmax, whole '
+           f'split). Kneser-Ney trigram {trigram:.2f}.', '',
            '| variant | steps | fit s | eval perplexity | x trigram |', '| --- | ---: | ---: | ---: | ---: |']
-  lines += [f'| {n} | {s} | {t:.1f} | {p:.3f} | {p / trigram:.3f} |' for n, s, t, p in rows]
+  lines += [f'| {r["name"]} | {r["steps"]} | {r["seconds"]:.1f} | {r["perplexity"]:.3f} | '
+            f'{r["perplexity"] / trigram:.3f} |' for r in rows]
   path = os.path.join(RESULTS, f'trainer-ablation-{datetime.date.today().isoformat()}.md')
   with open(path, 'w') as f:
     f.write('\n'.join(lines) + '\n')

@@ -13,6 +13,8 @@ import math
 from collections import Counter, defaultdict
 from typing import Dict, Iterator, Sequence, Tuple
 
+import numpy as np
+
 from modules import constants
 
 BOUNDARY = constants.BOUNDARY_ID
@@ -55,6 +57,19 @@ class _Level:
       self.total[context] += count
       self.types[context] += 1
 
+  def shares(self, pair_key, context_key) -> Tuple[np.ndarray, ...]:
+    """`prob` split into a sparse and an interpolation part, for lookup
+    tables: (keys, max(c - D, 0)/c(ctx)) per seen (ctx, w), then (context
+    keys, D * types(ctx)/c(ctx)) per seen ctx; the key functions map a
+    (context, w) pair and a context to int64 keys."""
+    pairs = [(pair_key(context, w), max(count - self.discount, 0.0) / self.total[context])
+             for (context, w), count in self.counts.items()]
+    contexts = [(context_key(context), self.discount * self.types[context] / total)
+                for context, total in self.total.items()]
+    as_arrays = lambda rows: (np.array([k for k, _ in rows], np.int64),
+                              np.array([v for _, v in rows], np.float32))
+    return as_arrays(pairs) + as_arrays(contexts)
+
   def prob(self, context, w, lower: float) -> float:
     """max(c - D, 0)/c(ctx) + D * types(ctx)/c(ctx) * lower; `lower` if ctx unseen."""
     total = self.total.get(context)
@@ -90,6 +105,20 @@ class KneserNeyTrigram:
     p1 = self.levels[0].prob((), w, self.uniform)
     p2 = self.levels[1].prob(v, w, p1)
     return self.levels[2].prob((u, v), w, p2)
+
+  def tables(self, num_classes: int) -> Dict[str, np.ndarray]:
+    """The fitted model as arrays, for `modules.model.KneserNeyLayer`: keys
+    are ids in base `num_classes` (v*n + w, u*n + v, (u*n + v)*n + w)."""
+    n = num_classes
+    p1 = np.array([self.levels[0].prob((), w, self.uniform) for w in range(n)], np.float32)
+    a2_keys, a2, b2_keys, b2_values = self.levels[1].shares(lambda v, w: v * n + w,
+                                                            lambda v: v)
+    b2 = np.ones(n, np.float32)
+    b2[b2_keys] = b2_values
+    a3_keys, a3, b3_keys, b3 = self.levels[2].shares(lambda uv, w: (uv[0] * n + uv[1]) * n + w,
+                                                     lambda uv: uv[0] * n + uv[1])
+    return {'p1': p1, 'b2': b2, 'a2_keys': a2_keys, 'a2': a2, 'b3_keys': b3_keys, 'b3': b3,
+            'a3_keys': a3_keys, 'a3': a3}
 
   def perplexity(self, seqs: Seqs) -> float:
     nll = -sum(math.log(self.prob(u, v, w)) for u, v, w in events(seqs))

@@ -26,10 +26,10 @@ def num_classes(vocab_size: int) -> int:
 
 
 # ---------------------------------------------------------------- trainer
-# 800 x 128 captions (about 6 passes over val2017's 16.6k train captions): eval
-# perplexity 24.9, 0.66x the Kneser-Ney trigram, in under 4 minutes for the
-# whole run on 2 cores (bench/quality.py); 1000 steps gain 3% for 25% more time.
-TRAIN_STEPS = 800
+# 1000 x 128 captions (about 8 passes over val2017's 16.6k train captions),
+# trained on a sampled softmax in length-bucketed batches: each step costs
+# about half of a full-softmax one (bench/results/trainer-ablation-2026-12-07.md).
+TRAIN_STEPS = 1000
 EVAL_STEPS = None            # None: score the whole eval split (exact perplexity)
 # run_fn's hyperparameters; `custom_config` overrides any of them.
 TRAINER_DEFAULTS = {
@@ -39,13 +39,17 @@ TRAINER_DEFAULTS = {
     'dropout': 0.4,               # on embeddings and GRU outputs
     'learning_rate': 5e-3,        # peak of a warm-up + cosine schedule
     'warmup_steps': 100,
-    'steps_per_epoch': 200,       # "epoch" = logging/eval interval, in steps
-    'epoch_eval_captions': 4096,  # eval captions scored after each epoch (final: all)
+    'steps_per_epoch': 250,       # "epoch" = logging/eval interval, in steps
+    'epoch_eval_captions': 2048,  # eval captions scored after each epoch (final: all)
     'patience': 2,                # epochs without a better eval loss before stopping
     'seed': 42,
     # >0: a sampled softmax of that many classes in training only (the export
     # and every perplexity keep the full one); bench/trainer_ablation.py.
-    'sampled_softmax': 0,
+    'sampled_softmax': 512,
+    'length_buckets': True,       # training batches of one length bucket, cut to it
+    # Scoring mixes in the Kneser-Ney trigram of the train split with this
+    # weight (0: the GRU alone); modules/model.py, CaptionLM.
+    'kneser_ney_weight': 0.15,
 }
 EVAL_BATCH = 512
 

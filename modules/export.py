@@ -22,7 +22,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 
 from modules import constants, features
-from modules.model import lm_inputs_and_targets, token_nll
+from modules.model import lm_inputs_and_targets
 from modules.preprocessing import normalized_images
 
 
@@ -97,7 +97,7 @@ def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
   def score_transformed(transformed):
     inputs, targets = lm_inputs_and_targets(
         transformed[features.TOKEN_IDS_KEY], transformed[features.NUM_TOKENS_KEY])
-    nll, mask = token_nll(targets, model(inputs, training=False))
+    nll, mask = model.position_nll(inputs, targets)
     total = tf.reduce_sum(nll, axis=1)
     count = tf.reduce_sum(mask, axis=1)
     return {

@@ -82,14 +82,39 @@ def image_dataset(dataset_factory, files: List[str], tft_output: tft.TFTransform
 
 
 def lm_dataset(split: Dict[str, np.ndarray], batch_size: int,
-                training: bool, seed: int) -> tf.data.Dataset:
-  dataset = tf.data.Dataset.from_tensor_slices(
-      (split[features.TOKEN_IDS_KEY], split[features.NUM_TOKENS_KEY]))
+               training: bool, seed: int, bucketed: bool = False) -> tf.data.Dataset:
+  """(inputs, targets) batches: shuffled and repeated for training, in order
+  for evaluation. `bucketed` (training): each batch holds captions of one
+  length bucket and is cut to its longest caption, so the GRU runs over
+  about the real tokens instead of the padded length (the mean caption keeps
+  10.4 of 16 tokens)."""
+  token_ids, num_tokens = split[features.TOKEN_IDS_KEY], split[features.NUM_TOKENS_KEY]
+  dataset = tf.data.Dataset.from_tensor_slices((token_ids, num_tokens))
   if training:
-    dataset = dataset.shuffle(len(split[features.NUM_TOKENS_KEY]), seed=seed,
-                              reshuffle_each_iteration=True).repeat()
-  dataset = dataset.batch(batch_size, drop_remainder=training)
-  return dataset.map(lm_inputs_and_targets).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.shuffle(len(num_tokens), seed=seed, reshuffle_each_iteration=True).repeat()
+  if training and bucketed:
+    bounds = length_bucket_bounds(token_ids.shape[1])
+    dataset = dataset.bucket_by_sequence_length(
+        lambda ids, n: tf.cast(n, tf.int32), bounds, [batch_size] * (len(bounds) + 1),
+        drop_remainder=True, no_padding=True)
+    dataset = dataset.map(lambda ids, n: lm_inputs_and_targets(ids[:, :tf.reduce_max(n)], n))
+  else:
+    dataset = dataset.batch(batch_size, drop_remainder=training).map(lm_inputs_and_targets)
+  return dataset.prefetch(2).with_options(_NO_AUTOTUNE)
+
+
+# The in-memory token arrays need no tuning, and tf.data's autotuning thread
+# made destroying a spent training iterator wait up to ~25 s at the end of
+# fit (seen in the Trainer: the last epoch at 68 s, fit returning at 91 s).
+_NO_AUTOTUNE = tf.data.Options()
+_NO_AUTOTUNE.autotune.enabled = False
+
+
+def length_bucket_bounds(max_tokens: int) -> List[int]:
+  """One bucket per length over the top half of the kept lengths, one for
+  the shorter ones: COCO captions cluster at 8-12 tokens, so most batches
+  are cut by several positions while short, rare lengths still fill a batch."""
+  return list(range(max(2, max_tokens // 2 + 1), max_tokens))
 
 
 def sequences(split: Dict[str, np.ndarray]) -> List[List[int]]:

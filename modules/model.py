@@ -1,5 +1,6 @@
-"""The caption language model: a tied-embedding GRU, its schedule, its loss and
-the epoch callback that evaluates it and stops early.
+"""The caption language model: a tied-embedding GRU interpolated with the
+Kneser-Ney trigram of its own train split, its schedule, its loss and the
+epoch callback that evaluates it and stops early.
 
 Keras 2 (`tf_keras`) on purpose: TFT 1.16's transform layer is a tf_keras
 layer, and mixing it with Keras 3 fails (see modules/__init__.py).
@@ -40,6 +41,14 @@ def lm_inputs_and_targets(token_ids: tf.Tensor,
   return inputs, padded + end_marker
 
 
+def tokens_before(inputs: tf.Tensor) -> tf.Tensor:
+  """The token before each input token (the boundary before the first): with
+  the input, the two-token history the trigram conditions each target on,
+  as `baselines.events` pads a caption with two start markers."""
+  return tf.concat([tf.fill([tf.shape(inputs)[0], 1], constants.BOUNDARY_ID), inputs[:, :-1]],
+                   axis=1)
+
+
 def token_nll(targets: tf.Tensor, logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   """Per-position negative log-likelihood and the mask of predicted positions."""
   nll = tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -48,14 +57,58 @@ def token_nll(targets: tf.Tensor, logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tens
   return nll * mask, mask
 
 
+class KneserNeyLayer(keras.layers.Layer):
+  """A fitted `baselines.KneserNeyTrigram` as lookup tables, so the exported
+  model computes P(w | u, v) in TensorFlow exactly as the baseline does:
+
+    p1(w)       unigram level (dense)
+    p2(v, w)  = a2[v, w] + b2[v] * p1(w)
+    p3(u, v, w) = a3[u, v, w] + b3[u, v] * p2(v, w)
+
+  where a* is a context's discounted count share (0 where unseen) and b* its
+  interpolation weight (1 for an unseen context: all mass to the lower order).
+  """
+
+  def __init__(self, tables: Dict[str, np.ndarray], num_classes: int, **kwargs):
+    super().__init__(trainable=False, **kwargs)
+    self.num_classes = num_classes
+    self.p1 = tf.constant(tables['p1'], tf.float32)
+    self.b2 = tf.constant(tables['b2'], tf.float32)
+    self.a2 = self._table(tables['a2_keys'], tables['a2'], 0.0)
+    self.b3 = self._table(tables['b3_keys'], tables['b3'], 1.0)
+    self.a3 = self._table(tables['a3_keys'], tables['a3'], 0.0)
+
+  @staticmethod
+  def _table(keys, values, default):
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.int64),
+                                            tf.constant(values, tf.float32)), default)
+
+  def call(self, u, v, w):
+    """Probabilities of tokens `w` after `u v` (int tensors of one shape)."""
+    n = tf.constant(self.num_classes, tf.int64)
+    u, v, w = (tf.cast(x, tf.int64) for x in (u, v, w))
+    p2 = self.a2.lookup(v * n + w) + tf.gather(self.b2, v) * tf.gather(self.p1, w)
+    return self.a3.lookup((u * n + v) * n + w) + self.b3.lookup(u * n + v) * p2
+
+
 class CaptionLM(keras.Model):
-  """Tied-embedding GRU language model over caption token ids.
+  """Tied-embedding GRU language model over caption token ids, interpolated
+  with the Kneser-Ney trigram of its train split.
 
   The output layer reuses the input embedding matrix (weight tying: half the
   parameters, better generalisation on a small corpus). PAD can never be
   predicted (its logit is pinned very low), so the distribution covers the
   same classes as the count baselines. Training computes the 5k-way softmax
-  only at the positions that are predicted, which on CPU is most of the cost.
+  only at the positions that are predicted (or a sampled estimate of it,
+  `sampled_softmax`), which on CPU is most of the cost.
+
+  Scoring (evaluation, serving) mixes the GRU's full softmax with the trigram,
+  P = (1 - k) P_gru + k P_kn with k = `kneser_ney_weight`, once
+  `attach_kneser_ney` gave it the trigram: both are normalised over the same
+  classes, so the mixture is too and its perplexity stays exact. The counts
+  remember rare word pairs the GRU smooths away (bench/results/
+  trainer-ablation-2026-12-07.md); training fits the GRU alone.
   """
 
   def __init__(self, num_classes: int, embed_dim: int, gru_units: int,
@@ -64,6 +117,8 @@ class CaptionLM(keras.Model):
     super().__init__(**kwargs)
     self.num_classes = num_classes
     self.sampled_softmax = sampled_softmax
+    self.kneser_ney = None
+    self.kneser_ney_weight = 0.0
     self.embedding = keras.layers.Embedding(num_classes, embed_dim, name='embedding')
     self.dropout = keras.layers.Dropout(dropout)
     self.gru = keras.layers.GRU(gru_units, return_sequences=True, name='gru')
@@ -91,13 +146,41 @@ class CaptionLM(keras.Model):
     """[batch, time] token ids -> [batch, time, num_classes] next-token logits."""
     return self.logits(self.hidden(tokens, training=training))
 
+  def attach_kneser_ney(self, tables: Dict[str, np.ndarray], weight: float) -> None:
+    """Scores from now on mix in the trigram of `baselines.kneser_ney_tables`."""
+    if weight > 0:
+      self.kneser_ney = KneserNeyLayer(tables, self.num_classes, name='kneser_ney')
+      self.kneser_ney_weight = float(weight)
+
+  def _mix(self, gru_nll, u, v, w):
+    """NLL of `w` after `u v` under (1 - k) P_gru + k P_kn."""
+    k = self.kneser_ney_weight
+    return -tf.reduce_logsumexp(tf.stack([
+        math.log(1.0 - k) - gru_nll,
+        math.log(k) + tf.math.log(self.kneser_ney(u, v, w))]), axis=0)
+
+  def position_nll(self, inputs, targets):
+    """[batch, time] NLL of every target under the model (0 at PAD) and the
+    mask of predicted positions: what the exported signatures score."""
+    nll, mask = token_nll(targets, self(inputs, training=False))
+    if self.kneser_ney is None:
+      return nll, mask
+    return self._mix(nll, tokens_before(inputs), inputs, targets) * mask, mask
+
   def predicted_nll(self, inputs, targets, training=False):
     """NLL of every predicted (non-PAD) target, as a flat vector: the softmax
-    is computed only there, which on CPU is most of the cost."""
+    is computed only there, which on CPU is most of the cost. Training scores
+    the GRU alone; otherwise the trigram is mixed in (`position_nll`'s
+    numbers, in its row-major order)."""
     predicted = tf.not_equal(targets, constants.PAD_ID)
     hidden = tf.boolean_mask(self.hidden(inputs, training=training), predicted)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.boolean_mask(targets, predicted), logits=self.logits(hidden))
+    labels = tf.boolean_mask(targets, predicted)
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                         logits=self.logits(hidden))
+    if training or self.kneser_ney is None:
+      return nll
+    return self._mix(nll, tf.boolean_mask(tokens_before(inputs), predicted),
+                     tf.boolean_mask(inputs, predicted), labels)
 
   @property
   def metrics(self):

@@ -37,16 +37,19 @@ def num_classes_of(tft_output: tft.TFTransformOutput) -> int:
   return constants.num_classes(tft_output.vocabulary_size_by_name(constants.VOCAB_NAME))
 
 
-def baseline_perplexities(train_seqs, eval_seqs, num_classes: int) -> Dict[str, float]:
-  """The count models the LM must beat, fitted and scored on its own tokens."""
+def baseline_perplexities(train_seqs, eval_seqs, num_classes: int,
+                          ) -> Tuple[Dict[str, float], baselines.KneserNeyTrigram]:
+  """The count models the LM must beat, fitted and scored on its own tokens;
+  and the fitted trigram, which the model mixes in."""
   start = time.time()
+  trigram = baselines.KneserNeyTrigram(train_seqs, num_classes)
   found = {
       'unigram_add_one': baselines.unigram_perplexity(train_seqs, eval_seqs, num_classes),
-      'kneser_ney_trigram': baselines.kneser_ney_perplexity(train_seqs, eval_seqs, num_classes),
+      'kneser_ney_trigram': trigram.perplexity(eval_seqs),
   }
   log.info('baselines: unigram perplexity %.2f, Kneser-Ney trigram %.2f (%.1fs)',
            found['unigram_add_one'], found['kneser_ney_trigram'], time.time() - start)
-  return found
+  return found, trigram
 
 
 @dataclasses.dataclass
@@ -80,7 +83,8 @@ def train(model, train_split: Dict[str, Any], data: EvalData, hp: Dict[str, Any]
   model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0))
   epoch_logger = EpochLogger(data.sample, data.sample_captions, steps_per_epoch, hp['patience'])
   start = time.time()
-  model.fit(lm_dataset(train_split, hp['batch_size'], training=True, seed=hp['seed']),
+  model.fit(lm_dataset(train_split, hp['batch_size'], training=True, seed=hp['seed'],
+                       bucketed=hp['length_buckets']),
             epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0,
             callbacks=[epoch_logger])
   epoch_logger.train_seconds = time.time() - start
@@ -142,11 +146,12 @@ def run_fn(fn_args: FnArgs) -> None:
            len(train_split[features.NUM_TOKENS_KEY]), len(evals[features.NUM_TOKENS_KEY]),
            num_classes)
   train_seqs, eval_seqs = sequences(train_split), sequences(evals)
-  baseline_ppl = baseline_perplexities(train_seqs, eval_seqs, num_classes)
+  baseline_ppl, trigram = baseline_perplexities(train_seqs, eval_seqs, num_classes)
   data = eval_data(evals, hp, fn_args.eval_steps)
   model = build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
                       output_bias=unigram_log_probs(train_split, num_classes),
                       sampled_softmax=hp['sampled_softmax'])
+  model.attach_kneser_ney(trigram.tables(num_classes), hp['kneser_ney_weight'])
   epoch_logger = train(model, train_split, data, hp, fn_args.train_steps)
   eval_ppl = final_perplexity(model, data, epoch_logger)
   metrics = metrics_of(eval_ppl, baseline_ppl, epoch_logger, train_seqs, eval_seqs,

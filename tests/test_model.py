@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from modules import model, trainer
-from modules import constants
+from modules import baselines, constants, features, model, trainer
+from modules import inputs as inputs_lib
 
 
 
@@ -109,3 +109,61 @@ def test_early_stopping_restores_the_best_epoch():
   assert len(losses) - logger.best_epoch == 2
   total, count = model.corpus_nll(lm, tf.data.Dataset.from_tensors(eval_pairs))
   assert total / count == pytest.approx(min(losses), abs=1e-3)  # best weights are back
+
+
+# ------------------------------------------------------------------ the trigram mixed in
+TRAIN_SEQS = [[2, 3, 4], [2, 3, 5], [3, 4, 2, 3], [6, 2], [2, 3, 4, 4]]
+EVAL_SEQS = [[2, 3, 4], [2, 6, 7], [7, 7], [5, 3, 2, 4]]   # seen and unseen contexts, 7 unseen
+
+
+def test_the_kneser_ney_layer_gives_the_baselines_probabilities():
+  """The exported model's trigram is the Trainer's baseline, event by event."""
+  trigram = baselines.KneserNeyTrigram(TRAIN_SEQS, num_classes=9)
+  layer = model.KneserNeyLayer(trigram.tables(9), 9)
+  events = list(baselines.events(EVAL_SEQS))
+  u, v, w = (tf.constant(column) for column in zip(*events))
+  np.testing.assert_allclose(layer(u, v, w).numpy(), [trigram.prob(*e) for e in events],
+                             rtol=1e-6)
+
+
+def lm_with_trigram(weight):
+  lm = model.build_model(num_classes=9, embed_dim=4, gru_units=4, dropout=0.0)
+  lm.attach_kneser_ney(baselines.KneserNeyTrigram(TRAIN_SEQS, 9).tables(9), weight)
+  pairs = model.lm_inputs_and_targets(
+      tf.constant([s + [0] * (4 - len(s)) for s in EVAL_SEQS]), tf.constant([len(s) for s in EVAL_SEQS]))
+  return lm, pairs
+
+
+def test_scores_mix_the_full_softmax_with_the_trigram():
+  """P = (1 - k) P_gru + k P_kn at every predicted position; every scorer agrees."""
+  gru, (inputs, targets) = lm_with_trigram(0.0)
+  mixed, _ = lm_with_trigram(0.3)
+  mixed.set_weights(gru.get_weights())
+  trigram = baselines.KneserNeyTrigram(TRAIN_SEQS, 9)
+  p_gru = np.exp(-gru.predicted_nll(inputs, targets).numpy())
+  p_kn = np.array([trigram.prob(*e) for e in baselines.events(EVAL_SEQS)])
+  expected = -np.log(0.7 * p_gru + 0.3 * p_kn)
+  np.testing.assert_allclose(mixed.predicted_nll(inputs, targets).numpy(), expected, rtol=1e-5)
+  nll, mask = mixed.position_nll(inputs, targets)        # what the export scores
+  assert float(tf.reduce_sum(nll)) == pytest.approx(expected.sum(), rel=1e-5)
+  total, count = model.corpus_nll(mixed, tf.data.Dataset.from_tensors((inputs, targets)))
+  assert count == int(tf.reduce_sum(mask)) == len(expected)
+  assert total == pytest.approx(expected.sum(), rel=1e-5)
+  # training fits the GRU alone
+  np.testing.assert_allclose(mixed.predicted_nll(inputs, targets, training=True).numpy(),
+                             -np.log(p_gru), rtol=1e-5)
+
+
+def test_bucketed_batches_are_cut_to_their_longest_caption():
+  lengths = np.array([3, 16, 9, 12, 12, 9, 16, 3] * 40)
+  token_ids = np.where(np.arange(16)[None, :] < lengths[:, None], 5, 0)
+  split = {features.TOKEN_IDS_KEY: token_ids, features.NUM_TOKENS_KEY: lengths}
+  bounds = inputs_lib.length_bucket_bounds(16)
+  seen = set()
+  for inputs, targets in inputs_lib.lm_dataset(split, 8, training=True, seed=0,
+                                               bucketed=True).take(40):
+    kept = np.sum(targets.numpy() != constants.PAD_ID, axis=1) - 1   # tokens before the end marker
+    assert inputs.shape == (8, kept.max() + 1)
+    assert len({int(np.searchsorted(bounds, n, side='right')) for n in kept}) == 1
+    seen.add(int(kept.max()))
+  assert seen == {3, 9, 12, 16}
