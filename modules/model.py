@@ -326,9 +326,12 @@ class EpochLogger(keras.callbacks.Callback):
         'seconds': round(time.time() - self._start, 1),
     }
     self.history.append(row)
-    log.info('epoch %(epoch)d step %(step)d: train loss %(train_loss).3f; on %(eval_captions)s '
-             'eval captions: loss %(eval_loss).3f, perplexity %(eval_perplexity).2f '
-             '(%(seconds).0fs)', dict(row, eval_captions=f'{self._eval_captions:,}'))
+    log.info('epoch %(epoch)d step %(step)d: train loss %(train_loss).3f%(sampled)s; on '
+             '%(eval_captions)s eval captions: loss %(eval_loss).3f, perplexity '
+             '%(eval_perplexity).2f (%(seconds).0fs)',
+             dict(row, eval_captions=f'{self._eval_captions:,}', sampled=(
+                 f' (GRU, {self.model.sampled_softmax}-class sampled softmax)'
+                 if self.model.sampled_softmax else '')))
     if eval_loss < self._best_loss:
       self._best_loss, self.best_epoch = eval_loss, epoch + 1
       self._best_weights = self.model.get_weights()

@@ -308,24 +308,39 @@ def training_fragment(metrics: Dict[str, Any]) -> str:
   note = (f'<p class="note">{esc(fmt_int(metrics["train_steps"]))} steps '
           f'({esc(hp.get("batch_size", "?"))} captions a step) in '
           f'{esc(round(metrics.get("train_seconds", 0)))} s; train loss is the running mean over '
-          f'each epoch (with dropout), eval loss is measured after it on '
-          f'{esc(fmt_int(history[-1]["eval_captions"]))} eval captions. Early stopping kept epoch '
+          f'each epoch (with dropout{train_loss_of(hp)}), eval loss is the exported '
+          f'model\'s, measured after it on {esc(fmt_int(history[-1]["eval_captions"]))} eval '
+          f'captions. Early stopping kept epoch '
           f'{value_span("best_epoch", str(metrics.get("best_epoch")))}.</p>') if history else ''
   return (chart + legend([('train', 'train loss'), ('eval', 'eval loss')]) + note
           + table(['epoch', 'step', 'train loss', 'eval loss', 'eval perplexity',
                    'eval captions', 'seconds'], rows, [True] * 7))
 
 
+def train_loss_of(hp: Dict[str, Any]) -> str:
+  """What the train loss is beyond the running mean: training scores the
+  GRU alone, on a sampled softmax when one is set."""
+  if hp.get('sampled_softmax'):
+    return f'; the GRU alone on a {hp["sampled_softmax"]}-class sampled softmax, so lower'
+  return '; the GRU alone' if hp.get('kneser_ney_weight') else ''
+
+
+def model_name(metrics: Dict[str, Any]) -> str:
+  """The exported model's name: the GRU, mixed with the trigram when it is."""
+  weight = metrics.get('hyperparameters', {}).get('kneser_ney_weight')
+  return 'GRU + trigram (exported)' if weight else 'GRU model (exported)'
+
+
 def perplexity_fragment(metrics: Dict[str, Any]) -> str:
   """Eval perplexity of the exported model against the count baselines on
   the same split and vocabulary: lower is better, the unigram is the floor
   any model must beat."""
-  rows = [('GRU model (exported)', metrics['eval_perplexity'], COLOURS['model'])]
+  rows = [(model_name(metrics), metrics['eval_perplexity'], COLOURS['model'])]
   rows += [(BASELINE_NAMES.get(k, k), v, COLOURS.get(k, COLOURS['axis']))
            for k, v in sorted(metrics['baselines'].items(), key=lambda kv: kv[1])]
   chart = svg_hbars(rows, title='Eval perplexity: model and baselines',
                     x_label='perplexity per predicted token (lower is better)')
-  table_rows = [['GRU model (exported)', value_span('eval_perplexity', f'{metrics["eval_perplexity"]:.2f}'),
+  table_rows = [[esc(model_name(metrics)), value_span('eval_perplexity', f'{metrics["eval_perplexity"]:.2f}'),
                  '']]
   for key, value in sorted(metrics['baselines'].items(), key=lambda kv: kv[1]):
     table_rows.append([esc(BASELINE_NAMES.get(key, key)), value_span(f'baseline/{key}', f'{value:.2f}'),
@@ -333,7 +348,7 @@ def perplexity_fragment(metrics: Dict[str, Any]) -> str:
   note = (f'<p class="note">On all {esc(fmt_int(metrics["num_eval_captions"]))} eval captions '
           f'({esc(fmt_int(metrics["num_eval_tokens"]))} predicted tokens: each kept token and the end '
           f'marker), {esc(fmt_int(metrics["num_classes"]))} classes.</p>')
-  return chart + note + table(['model', 'eval perplexity', 'GRU model \u00f7 this'], table_rows,
+  return chart + note + table(['model', 'eval perplexity', 'model \u00f7 this'], table_rows,
                               [False, True, True])
 
 
