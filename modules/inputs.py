@@ -103,9 +103,10 @@ def lm_dataset(split: Dict[str, np.ndarray], batch_size: int,
   return dataset.prefetch(2).with_options(_NO_AUTOTUNE)
 
 
-# The in-memory token arrays need no tuning, and tf.data's autotuning thread
-# made destroying a spent training iterator wait up to ~25 s at the end of
-# fit (seen in the Trainer: the last epoch at 68 s, fit returning at 91 s).
+# The in-memory token arrays need no tuning, and with autotuning on, destroying
+# the spent training iterator at the end of fit joins tf.data's `tf_data_model`
+# thread: seen waiting ~23 s in the Trainer (the last epoch at 68 s, fit
+# returning at 91 s; py-spy: RootDataset::Iterator::~Iterator).
 _NO_AUTOTUNE = tf.data.Options()
 _NO_AUTOTUNE.autotune.enabled = False
 

@@ -106,9 +106,9 @@ class CaptionLM(keras.Model):
   Scoring (evaluation, serving) mixes the GRU's full softmax with the trigram,
   P = (1 - k) P_gru + k P_kn with k = `kneser_ney_weight`, once
   `attach_kneser_ney` gave it the trigram: both are normalised over the same
-  classes, so the mixture is too and its perplexity stays exact. The counts
-  remember rare word pairs the GRU smooths away (bench/results/
-  trainer-ablation-2026-12-07.md); training fits the GRU alone.
+  classes, so the mixture is too and its perplexity stays exact: 3.6% lower
+  than the same GRU's alone (bench/results/trainer-ablation-2026-12-07.md).
+  Training fits the GRU alone.
   """
 
   def __init__(self, num_classes: int, embed_dim: int, gru_units: int,
@@ -147,7 +147,8 @@ class CaptionLM(keras.Model):
     return self.logits(self.hidden(tokens, training=training))
 
   def attach_kneser_ney(self, tables: Dict[str, np.ndarray], weight: float) -> None:
-    """Scores from now on mix in the trigram of `baselines.kneser_ney_tables`."""
+    """Scores from now on mix in the trigram of `baselines.KneserNeyTrigram.tables`
+    (weight 0: the GRU alone)."""
     if weight > 0:
       self.kneser_ney = KneserNeyLayer(tables, self.num_classes, name='kneser_ney')
       self.kneser_ney_weight = float(weight)
