@@ -85,7 +85,14 @@ install() {
   touch "$cache/.installed"
 }
 
-running() { [ -f "$pids/$1" ] && kill -0 "$(cat "$pids/$1")" 2>/dev/null; }
+# A killed process stays a zombie until it is reaped (at once by most inits, not
+# by every container's): kill -0 answers for a zombie, so its state is checked too.
+running() {
+  [ -f "$pids/$1" ] || return 1
+  local state
+  state=$(ps -o stat= -p "$(cat "$pids/$1")" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "${state:0:1}" != Z ]
+}
 
 start() {  # name, command...
   local name=$1; shift
