@@ -116,7 +116,9 @@ class CaptionLM(keras.Model):
                **kwargs):
     super().__init__(**kwargs)
     self.num_classes = num_classes
-    self.sampled_softmax = sampled_softmax
+    # A vocabulary of no more classes than that is trained on the full softmax
+    # (the sampler draws distinct classes: it cannot draw more than there are).
+    self.sampled_softmax = sampled_softmax if sampled_softmax < num_classes else 0
     self.kneser_ney = None
     self.kneser_ney_weight = 0.0
     self.embedding = keras.layers.Embedding(num_classes, embed_dim, name='embedding')

@@ -64,6 +64,15 @@ def test_a_sampled_softmax_in_training_lowers_the_full_softmax_loss():
   assert before > 0.8 * np.log(39) and after < 0.3 * np.log(39)
 
 
+def test_a_vocabulary_smaller_than_the_sample_trains_on_the_full_softmax():
+  lm = model.build_model(num_classes=30, embed_dim=8, gru_units=8, dropout=0.0, sampled_softmax=512)
+  assert lm.sampled_softmax == 0
+  lm.compile(optimizer=model.keras.optimizers.Adam(0.05))
+  inputs, targets = model.lm_inputs_and_targets(tf.constant([[2, 3, 4, 0]] * 8), tf.constant([3] * 8))
+  history = lm.fit(tf.data.Dataset.from_tensors((inputs, targets)).repeat(5), verbose=0)
+  assert np.isfinite(history.history['loss'][-1])
+
+
 def test_warmup_cosine_schedule():
   schedule = model.WarmupCosine(peak=1.0, warmup_steps=10, total_steps=100)
   cosine = lambda step: 0.5 * (1 + np.cos(np.pi * step / 100))
