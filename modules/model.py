@@ -6,6 +6,7 @@ Keras 2 (`tf_keras`) on purpose: TFT 1.16's transform layer is a tf_keras
 layer, and mixing it with Keras 3 fails (see modules/__init__.py).
 """
 
+import hashlib
 import logging
 import math
 import time
@@ -57,6 +58,25 @@ def token_nll(targets: tf.Tensor, logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tens
   return nll * mask, mask
 
 
+class _ContentNamedInitializer(tf.lookup.KeyValueTensorInitializer):
+  """A key-value initializer whose table is shared under a name made of its
+  content. The stock one, built eagerly, names the table after a process-wide
+  counter, so the exported graph (and its fingerprint) depended on how much
+  the process had built before the Trainer: two runs of one model published
+  different `graph_def_program_hash`es. Tables with equal names hold equal
+  contents, so sharing one between two loaded models is harmless."""
+
+  def __init__(self, keys: np.ndarray, values: np.ndarray):
+    keys, values = np.asarray(keys, np.int64), np.asarray(values, np.float32)
+    digest = hashlib.sha256(keys.tobytes() + values.tobytes()).hexdigest()[:32]
+    self._content_name = f'kneser_ney_{digest}'
+    super().__init__(tf.constant(keys), tf.constant(values))
+
+  @property
+  def _shared_name(self):
+    return self._content_name
+
+
 class KneserNeyLayer(keras.layers.Layer):
   """A fitted `baselines.KneserNeyTrigram` as lookup tables, so the exported
   model computes P(w | u, v) in TensorFlow exactly as the baseline does:
@@ -80,9 +100,7 @@ class KneserNeyLayer(keras.layers.Layer):
 
   @staticmethod
   def _table(keys, values, default):
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.int64),
-                                            tf.constant(values, tf.float32)), default)
+    return tf.lookup.StaticHashTable(_ContentNamedInitializer(keys, values), default)
 
   def call(self, u, v, w):
     """Probabilities of tokens `w` after `u v` (int tensors of one shape)."""

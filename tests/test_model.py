@@ -135,6 +135,31 @@ def test_the_kneser_ney_layer_gives_the_baselines_probabilities():
                              rtol=1e-6)
 
 
+def graph_hash_of_a_saved(layer, directory):
+  """The fingerprint's graph hash of a SavedModel serving `layer`."""
+  from tensorflow.core.protobuf import fingerprint_pb2  # pylint: disable=g-import-not-at-top
+  module = tf.Module()
+  module.layer = layer
+  module.score = tf.function(layer, input_signature=[tf.TensorSpec([None], tf.int64)] * 3)
+  tf.saved_model.save(module, str(directory))
+  with open(directory / 'fingerprint.pb', 'rb') as f:
+    return fingerprint_pb2.FingerprintDef.FromString(f.read()).graph_def_program_hash
+
+
+def test_the_same_trigram_exports_the_same_graph_whatever_was_built_before(tmp_path):
+  """Two runs of one model publish one graph (tests/test_publish.py compares
+  them): the tables' names must not depend on what the process built first
+  (the stock eager initializer names them after a process-wide counter)."""
+  tables = baselines.KneserNeyTrigram(TRAIN_SEQS, num_classes=9).tables(9)
+  first = graph_hash_of_a_saved(model.KneserNeyLayer(tables, 9), tmp_path / 'first')
+  for _ in range(3):
+    tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer([1], [1.0]), 0.0)
+  again = graph_hash_of_a_saved(model.KneserNeyLayer(tables, 9), tmp_path / 'again')
+  other = baselines.KneserNeyTrigram(TRAIN_SEQS[:-1], num_classes=9).tables(9)
+  assert first == again
+  assert graph_hash_of_a_saved(model.KneserNeyLayer(other, 9), tmp_path / 'other') != first
+
+
 def lm_with_trigram(weight):
   lm = model.build_model(num_classes=9, embed_dim=4, gru_units=4, dropout=0.0)
   lm.attach_kneser_ney(baselines.KneserNeyTrigram(TRAIN_SEQS, 9).tables(9), weight)
