@@ -78,6 +78,14 @@ def length_buckets(num_tokens: tf.Tensor) -> tf.Tensor:
   return tf.gather(names, index)
 
 
+def _signature(input_name: str):
+  """A serving function of one [batch] string tensor named `input_name`.
+  AutoGraph is off: nothing in them branches on a tensor in Python, and
+  converting the Keras layers' source is most of the cost of tracing."""
+  return tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=input_name)],
+                     autograph=False)
+
+
 def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
                  export_dir: str, kneser_ney_perplexity: float,
                  image_size: int = constants.IMAGE_SIZE) -> None:
@@ -107,16 +115,16 @@ def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
         constants.KNESER_NEY_OUTPUT: tf.fill(tf.shape(total), baseline),
     }
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='captions')])
+  @_signature('captions')
   def score_captions(captions):
     return score_transformed(model.tft_layer(_raw_features(captions, raw_spec)))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  @_signature('examples')
   def serve_examples(serialized):
     parsed = tf.io.parse_example(serialized, parse_spec)
     return score_transformed(model.tft_layer(parsed))
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+  @_signature('examples')
   def transformed_features(serialized):
     transformed = model.tft_layer(tf.io.parse_example(serialized, parse_spec))
     return {features.LENGTH_BUCKET_KEY: length_buckets(transformed[features.NUM_TOKENS_KEY])}
@@ -129,10 +137,11 @@ def export_model(model: keras.Model, tft_output: tft.TFTransformOutput,
   if features.TRANSFORMED_IMAGE_KEY in tft_output.transformed_feature_spec():
     image_parse_spec = _serving_parse_spec(raw_spec, with_image=True)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples')])
+    @_signature('examples')
     def decoded_images(serialized):
       transformed = model.tft_layer(tf.io.parse_example(serialized, image_parse_spec))
       images = tf.reshape(transformed[features.TRANSFORMED_IMAGE_KEY], [-1])
       return {features.TRANSFORMED_IMAGE_KEY: normalized_images(images, image_size)}
     signatures[constants.IMAGE_SIGNATURE] = decoded_images
-  tf.saved_model.save(model, export_dir, signatures=signatures)
+  model.save(export_dir, save_format='tf', signatures=signatures, include_optimizer=False,
+             save_traces=False)

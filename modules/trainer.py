@@ -81,6 +81,9 @@ def train(model, train_split: Dict[str, Any], data: EvalData, hp: Dict[str, Any]
   epochs, steps_per_epoch = _fit_schedule(train_steps, hp['steps_per_epoch'])
   schedule = WarmupCosine(hp['learning_rate'], hp['warmup_steps'], epochs * steps_per_epoch)
   model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0))
+  # Its slots made now, fit's first call traces the step once instead of
+  # twice (a function that creates variables is traced again without them).
+  model.optimizer.build(model.trainable_variables)
   epoch_logger = EpochLogger(data.sample, data.sample_captions, steps_per_epoch, hp['patience'])
   start = time.time()
   model.fit(lm_dataset(train_split, hp['batch_size'], training=True, seed=hp['seed'],

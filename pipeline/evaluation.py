@@ -47,6 +47,9 @@ def eval_config(margin: float, max_ratio: float) -> tfma.EvalConfig:
   module = evaluation.__name__
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
+          # A SavedModel scored through its signatures (as TF Serving would), not
+          # a Keras model: TFMA need not try to revive one to find out.
+          model_type=tfma.TF_GENERIC,
           signature_name=constants.SERVING_SIGNATURE,
           preprocessing_function_names=[constants.TRANSFORM_SIGNATURE])],
       slicing_specs=slicing_specs(),
