@@ -82,7 +82,7 @@ def run_variant(hp, steps: int, tft_output, train_split, evals, trigram):
   model = model_lib.build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
                                 output_bias=model_lib.unigram_log_probs(train_split, num_classes),
                                 sampled_softmax=hp['sampled_softmax'])
-  model.attach_kneser_ney(trigram.tables(num_classes), hp['kneser_ney_weight'])
+  model.attach_kneser_ney(trigram.tables(), hp["kneser_ney_weight"])
   logger = trainer.train(model, train_split, data, hp, steps)
   total, count = model_lib.corpus_nll(model, data.full)
   return logger.train_seconds, math.exp(total / count)
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
   from modules import baselines  # pylint: disable=g-import-not-at-top
   from modules.inputs import sequences  # pylint: disable=g-import-not-at-top
   num_classes = constants.num_classes(tft_output.vocabulary_size_by_name(constants.VOCAB_NAME))
-  fitted = baselines.KneserNeyTrigram(sequences(train_split), num_classes)
+  fitted = baselines.KneserNey(sequences(train_split), num_classes)
   trigram = fitted.perplexity(sequences(evals))
   hp, steps = VARIANTS[args.one]
   seconds, ppl = run_variant(hp, steps, tft_output, train_split, evals, fitted)

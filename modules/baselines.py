@@ -9,6 +9,7 @@ The predictable classes are every id but PAD: the end marker, the vocabulary
 and the OOV bucket (`num_classes - 1` of them).
 """
 
+import functools
 import math
 from collections import Counter, defaultdict
 from typing import Dict, Iterator, Sequence, Tuple
@@ -21,16 +22,24 @@ BOUNDARY = constants.BOUNDARY_ID
 Seqs = Sequence[Sequence[int]]
 
 
+def ngrams(seqs: Seqs, order: int) -> Iterator[Tuple[Tuple[int, ...], int]]:
+  """(history, w) for every predicted token w (each token of a caption, then
+  the end marker); history is the `order - 1` tokens before w, padded with
+  start markers."""
+  for seq in seqs:
+    history = [BOUNDARY] * (order - 1) + list(seq)
+    for i, w in enumerate(list(seq) + [BOUNDARY]):
+      yield tuple(history[i:i + order - 1]), w
+
+
 def events(seqs: Seqs) -> Iterator[Tuple[int, int, int]]:
   """(u, v, w) for every predicted token w with its two-token history.
 
   Histories are padded with two start markers; the last event of a caption
   predicts the end marker.
   """
-  for seq in seqs:
-    history = [BOUNDARY, BOUNDARY] + list(seq)
-    for i, w in enumerate(list(seq) + [BOUNDARY]):
-      yield history[i], history[i + 1], w
+  for (u, v), w in ngrams(seqs, 3):
+    yield u, v, w
 
 
 def num_predicted(seqs: Seqs) -> int:
@@ -46,7 +55,8 @@ def unigram_perplexity(train: Seqs, evals: Seqs, num_classes: int) -> float:
 
 
 class _Level:
-  """One order of interpolated Kneser-Ney: discounted counts per context."""
+  """One order of interpolated Kneser-Ney: discounted counts per context
+  (a tuple of the last n - 1 tokens)."""
 
   def __init__(self, counts: Dict[Tuple, int], discount: float):
     self.counts = counts
@@ -57,17 +67,17 @@ class _Level:
       self.total[context] += count
       self.types[context] += 1
 
-  def shares(self, pair_key, context_key) -> Tuple[np.ndarray, ...]:
+  def shares(self, key) -> Tuple[np.ndarray, ...]:
     """`prob` split into a sparse and an interpolation part, for lookup
     tables: (keys, max(c - D, 0)/c(ctx)) per seen (ctx, w), then (context
-    keys, D * types(ctx)/c(ctx)) per seen ctx; the key functions map a
-    (context, w) pair and a context to int64 keys."""
-    pairs = [(pair_key(context, w), max(count - self.discount, 0.0) / self.total[context])
+    keys, D * types(ctx)/c(ctx)) per seen ctx; `key` maps a token tuple to
+    an int64."""
+    pairs = [(key(context + (w,)), max(count - self.discount, 0.0) / self.total[context])
              for (context, w), count in self.counts.items()]
-    contexts = [(context_key(context), self.discount * self.types[context] / total)
+    contexts = [(key(context), self.discount * self.types[context] / total)
                 for context, total in self.total.items()]
-    as_arrays = lambda rows: (np.array([k for k, _ in rows], np.int64),
-                              np.array([v for _, v in rows], np.float32))
+    as_arrays = lambda rows: (np.array([k for k, _ in rows], np.int64).reshape(-1),
+                              np.array([v for _, v in rows], np.float32).reshape(-1))
     return as_arrays(pairs) + as_arrays(contexts)
 
   def prob(self, context, w, lower: float) -> float:
@@ -80,52 +90,63 @@ class _Level:
             + self.discount * self.types[context] * lower) / total
 
 
-class KneserNeyTrigram:
-  """Interpolated Kneser-Ney trigram with a fixed discount.
+class KneserNey:
+  """Interpolated Kneser-Ney of any order with a fixed discount; order 3 is
+  the trigram baseline.
 
-  - order 3: raw trigram counts;
-  - order 2: continuation counts N1+(. v w), except when v is the start
-    marker, whose left neighbour is always the padding (raw counts, as KenLM);
+  - the highest order: raw counts;
+  - each lower order: continuation counts N1+(. context w), except for an
+    n-gram that starts with the start marker, whose left neighbour is always
+    the padding (raw counts, as KenLM);
   - order 1: continuation counts N1+(. w), interpolated with the uniform
     distribution so every class, unseen ones included, has probability > 0.
   An unseen context hands its whole mass to the next lower order.
   """
 
-  def __init__(self, train: Seqs, num_classes: int, discount: float = 0.75):
+  def __init__(self, train: Seqs, num_classes: int, order: int = 3, discount: float = 0.75):
+    if order < 1 or num_classes ** order >= 2 ** 63:
+      raise ValueError(f'a Kneser-Ney model of order {order} over {num_classes} classes '
+                       'cannot key its n-grams in int64')
+    self.order = order
+    self.num_classes = num_classes
     self.uniform = 1.0 / (num_classes - 1)
-    trigrams = Counter(((u, v), w) for u, v, w in events(train))
-    bigrams: Counter = Counter()
-    for ((_, v), w), count in trigrams.items():
-      bigrams[(v, w)] += count if v == BOUNDARY else 1
-    unigrams = Counter(((), w) for (_, w) in bigrams)
-    self.levels = [_Level(unigrams, discount), _Level(bigrams, discount),
-                   _Level(trigrams, discount)]
+    counts = [Counter(ngrams(train, order))]
+    while len(counts) < order:
+      lower: Counter = Counter()
+      for (context, w), count in counts[0].items():
+        lower[(context[1:], w)] += count if len(context) > 1 and context[1] == BOUNDARY else 1
+      counts.insert(0, lower)
+    self.levels = [_Level(level, discount) for level in counts]
 
-  def prob(self, u: int, v: int, w: int) -> float:
-    p1 = self.levels[0].prob((), w, self.uniform)
-    p2 = self.levels[1].prob(v, w, p1)
-    return self.levels[2].prob((u, v), w, p2)
+  def prob(self, *history_and_w: int) -> float:
+    """P(w | history): `prob(u, v, w)` for the trigram (the last `order - 1`
+    tokens of a longer history are used)."""
+    *history, w = history_and_w
+    p = self.uniform
+    for n, level in enumerate(self.levels):
+      p = level.prob(tuple(history[len(history) - n:]) if n else (), w, p)
+    return p
 
-  def tables(self, num_classes: int) -> Dict[str, np.ndarray]:
-    """The fitted model as arrays, for `modules.model.KneserNeyLayer`: keys
-    are ids in base `num_classes` (v*n + w, u*n + v, (u*n + v)*n + w)."""
-    n = num_classes
-    p1 = np.array([self.levels[0].prob((), w, self.uniform) for w in range(n)], np.float32)
-    a2_keys, a2, b2_keys, b2_values = self.levels[1].shares(lambda v, w: v * n + w,
-                                                            lambda v: v)
-    b2 = np.ones(n, np.float32)
-    b2[b2_keys] = b2_values
-    a3_keys, a3, b3_keys, b3 = self.levels[2].shares(lambda uv, w: (uv[0] * n + uv[1]) * n + w,
-                                                     lambda uv: uv[0] * n + uv[1])
-    return {'p1': p1, 'b2': b2, 'a2_keys': a2_keys, 'a2': a2, 'b3_keys': b3_keys, 'b3': b3,
-            'a3_keys': a3_keys, 'a3': a3}
+  def tables(self) -> Dict[str, np.ndarray]:
+    """The fitted model as arrays, for `modules.model.KneserNeyLayer`: `p1`,
+    the unigram level over every class; then per order n >= 2, `a{n}_keys`,
+    `a{n}`, `b{n}_keys`, `b{n}` (`_Level.shares`), a token tuple keyed by its
+    digits in base `num_classes`."""
+    n = self.num_classes
+    key = lambda tokens: functools.reduce(lambda acc, t: acc * n + t, tokens, 0)
+    found = {'p1': np.array([self.levels[0].prob((), w, self.uniform) for w in range(n)],
+                            np.float32)}
+    for order, level in enumerate(self.levels[1:], start=2):
+      names = [f'a{order}_keys', f'a{order}', f'b{order}_keys', f'b{order}']
+      found.update(zip(names, level.shares(key)))
+    return found
 
   def perplexity(self, seqs: Seqs) -> float:
-    nll = -sum(math.log(self.prob(u, v, w)) for u, v, w in events(seqs))
+    nll = -sum(math.log(self.prob(*history, w)) for history, w in ngrams(seqs, self.order))
     return math.exp(nll / num_predicted(seqs))
 
 
 def kneser_ney_perplexity(train: Seqs, evals: Seqs, num_classes: int) -> float:
   """Interpolated KN trigram fitted on `train`, perplexity on `evals`."""
-  return KneserNeyTrigram(train, num_classes).perplexity(evals)
+  return KneserNey(train, num_classes).perplexity(evals)
 

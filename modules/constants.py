@@ -47,8 +47,9 @@ TRAINER_DEFAULTS = {
     # and every perplexity keep the full one); bench/trainer_ablation.py.
     'sampled_softmax': 512,
     'length_buckets': True,       # training batches of one length bucket, cut to it
-    # Scoring mixes in the Kneser-Ney trigram of the train split with this
-    # weight (0: the GRU alone); modules/model.py, CaptionLM.
+    # Scoring mixes in a Kneser-Ney model of this order, fitted on the train
+    # split, with this weight (0: the GRU alone); modules/model.py, CaptionLM.
+    'kneser_ney_order': 3,
     'kneser_ney_weight': 0.15,
 }
 EVAL_BATCH = 512

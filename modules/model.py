@@ -43,11 +43,20 @@ def lm_inputs_and_targets(token_ids: tf.Tensor,
 
 
 def tokens_before(inputs: tf.Tensor) -> tf.Tensor:
-  """The token before each input token (the boundary before the first): with
-  the input, the two-token history the trigram conditions each target on,
-  as `baselines.events` pads a caption with two start markers."""
+  """The token before each input token (the boundary before the first)."""
   return tf.concat([tf.fill([tf.shape(inputs)[0], 1], constants.BOUNDARY_ID), inputs[:, :-1]],
                    axis=1)
+
+
+def histories(inputs: tf.Tensor, length: int) -> List[tf.Tensor]:
+  """The `length` tokens before each target, oldest first (the last is the
+  input itself), boundary-padded as `baselines.ngrams` pads a caption with
+  start markers: what a Kneser-Ney model of order `length + 1` conditions on."""
+  found = []
+  for _ in range(length):
+    found.insert(0, inputs)
+    inputs = tokens_before(inputs)
+  return found
 
 
 def token_nll(targets: tf.Tensor, logits: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
@@ -78,36 +87,42 @@ class _ContentNamedInitializer(tf.lookup.KeyValueTensorInitializer):
 
 
 class KneserNeyLayer(keras.layers.Layer):
-  """A fitted `baselines.KneserNeyTrigram` as lookup tables, so the exported
-  model computes P(w | u, v) in TensorFlow exactly as the baseline does:
+  """A fitted `baselines.KneserNey` as lookup tables, so the exported model
+  computes P(w | history) in TensorFlow exactly as the baseline does:
 
-    p1(w)       unigram level (dense)
-    p2(v, w)  = a2[v, w] + b2[v] * p1(w)
-    p3(u, v, w) = a3[u, v, w] + b3[u, v] * p2(v, w)
+    p1(w)         unigram level (dense)
+    pn(ctx, w)  = an[ctx, w] + bn[ctx] * p(n-1)(ctx minus its oldest token, w)
 
-  where a* is a context's discounted count share (0 where unseen) and b* its
+  where an is a context's discounted count share (0 where unseen) and bn its
   interpolation weight (1 for an unseen context: all mass to the lower order).
   """
 
   def __init__(self, tables: Dict[str, np.ndarray], num_classes: int, **kwargs):
     super().__init__(trainable=False, **kwargs)
     self.num_classes = num_classes
+    self.order = 1 + sum(1 for name in tables if name.startswith('b') and name.endswith('_keys'))
     self.p1 = tf.constant(tables['p1'], tf.float32)
-    self.b2 = tf.constant(tables['b2'], tf.float32)
-    self.a2 = self._table(tables['a2_keys'], tables['a2'], 0.0)
-    self.b3 = self._table(tables['b3_keys'], tables['b3'], 1.0)
-    self.a3 = self._table(tables['a3_keys'], tables['a3'], 0.0)
+    self.shares = [self._table(tables[f'a{n}_keys'], tables[f'a{n}'], 0.0)
+                   for n in range(2, self.order + 1)]
+    self.backoffs = [self._table(tables[f'b{n}_keys'], tables[f'b{n}'], 1.0)
+                     for n in range(2, self.order + 1)]
 
   @staticmethod
   def _table(keys, values, default):
     return tf.lookup.StaticHashTable(_ContentNamedInitializer(keys, values), default)
 
-  def call(self, u, v, w):
-    """Probabilities of tokens `w` after `u v` (int tensors of one shape)."""
+  def call(self, history: List[tf.Tensor], w: tf.Tensor) -> tf.Tensor:
+    """Probabilities of tokens `w` after `history` (`order - 1` int tensors
+    of w's shape, oldest first; `histories`)."""
     n = tf.constant(self.num_classes, tf.int64)
-    u, v, w = (tf.cast(x, tf.int64) for x in (u, v, w))
-    p2 = self.a2.lookup(v * n + w) + tf.gather(self.b2, v) * tf.gather(self.p1, w)
-    return self.a3.lookup((u * n + v) * n + w) + self.b3.lookup(u * n + v) * p2
+    w = tf.cast(w, tf.int64)
+    p = tf.gather(self.p1, w)
+    context, scale = tf.zeros_like(w), tf.ones_like(w)   # the empty context's key
+    for token, shares, weights in zip(reversed(history), self.shares, self.backoffs):
+      context += tf.cast(token, tf.int64) * scale        # one token older
+      scale *= n
+      p = shares.lookup(context * n + w) + weights.lookup(context) * p
+    return p
 
 
 class CaptionLM(keras.Model):
@@ -167,18 +182,21 @@ class CaptionLM(keras.Model):
     return self.logits(self.hidden(tokens, training=training))
 
   def attach_kneser_ney(self, tables: Dict[str, np.ndarray], weight: float) -> None:
-    """Scores from now on mix in the trigram of `baselines.KneserNeyTrigram.tables`
+    """Scores from now on mix in the model of `baselines.KneserNey.tables`
     (weight 0: the GRU alone)."""
     if weight > 0:
       self.kneser_ney = KneserNeyLayer(tables, self.num_classes, name='kneser_ney')
       self.kneser_ney_weight = float(weight)
 
-  def _mix(self, gru_nll, u, v, w):
-    """NLL of `w` after `u v` under (1 - k) P_gru + k P_kn."""
+  def _mix(self, gru_nll, history, w):
+    """NLL of `w` after `history` under (1 - k) P_gru + k P_kn."""
     k = self.kneser_ney_weight
     return -tf.reduce_logsumexp(tf.stack([
         math.log(1.0 - k) - gru_nll,
-        math.log(k) + tf.math.log(self.kneser_ney(u, v, w))]), axis=0)
+        math.log(k) + tf.math.log(self.kneser_ney(history, w))]), axis=0)
+
+  def _histories(self, inputs):
+    return histories(inputs, self.kneser_ney.order - 1)
 
   def position_nll(self, inputs, targets):
     """[batch, time] NLL of every target under the model (0 at PAD) and the
@@ -186,7 +204,7 @@ class CaptionLM(keras.Model):
     nll, mask = token_nll(targets, self(inputs, training=False))
     if self.kneser_ney is None:
       return nll, mask
-    return self._mix(nll, tokens_before(inputs), inputs, targets) * mask, mask
+    return self._mix(nll, self._histories(inputs), targets) * mask, mask
 
   def predicted_nll(self, inputs, targets, training=False):
     """NLL of every predicted (non-PAD) target, as a flat vector: the softmax
@@ -200,8 +218,8 @@ class CaptionLM(keras.Model):
                                                          logits=self.logits(hidden))
     if training or self.kneser_ney is None:
       return nll
-    return self._mix(nll, tf.boolean_mask(tokens_before(inputs), predicted),
-                     tf.boolean_mask(inputs, predicted), labels)
+    return self._mix(nll, [tf.boolean_mask(h, predicted) for h in self._histories(inputs)],
+                     labels)
 
   @property
   def metrics(self):

@@ -37,19 +37,22 @@ def num_classes_of(tft_output: tft.TFTransformOutput) -> int:
   return constants.num_classes(tft_output.vocabulary_size_by_name(constants.VOCAB_NAME))
 
 
-def baseline_perplexities(train_seqs, eval_seqs, num_classes: int,
-                          ) -> Tuple[Dict[str, float], baselines.KneserNeyTrigram]:
+def baseline_perplexities(train_seqs, eval_seqs, num_classes: int, mixed_order: int,
+                          ) -> Tuple[Dict[str, float], baselines.KneserNey]:
   """The count models the LM must beat, fitted and scored on its own tokens;
-  and the fitted trigram, which the model mixes in."""
+  and the Kneser-Ney model of `mixed_order` the LM mixes in (the baseline
+  trigram itself when that is 3)."""
   start = time.time()
-  trigram = baselines.KneserNeyTrigram(train_seqs, num_classes)
+  trigram = baselines.KneserNey(train_seqs, num_classes)
   found = {
       'unigram_add_one': baselines.unigram_perplexity(train_seqs, eval_seqs, num_classes),
       'kneser_ney_trigram': trigram.perplexity(eval_seqs),
   }
+  mixed = trigram if mixed_order == 3 else baselines.KneserNey(train_seqs, num_classes,
+                                                               mixed_order)
   log.info('baselines: unigram perplexity %.2f, Kneser-Ney trigram %.2f (%.1fs)',
            found['unigram_add_one'], found['kneser_ney_trigram'], time.time() - start)
-  return found, trigram
+  return found, mixed
 
 
 @dataclasses.dataclass
@@ -149,12 +152,13 @@ def run_fn(fn_args: FnArgs) -> None:
            len(train_split[features.NUM_TOKENS_KEY]), len(evals[features.NUM_TOKENS_KEY]),
            num_classes)
   train_seqs, eval_seqs = sequences(train_split), sequences(evals)
-  baseline_ppl, trigram = baseline_perplexities(train_seqs, eval_seqs, num_classes)
+  baseline_ppl, kneser_ney = baseline_perplexities(train_seqs, eval_seqs, num_classes,
+                                                   hp['kneser_ney_order'])
   data = eval_data(evals, hp, fn_args.eval_steps)
   model = build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
                       output_bias=unigram_log_probs(train_split, num_classes),
                       sampled_softmax=hp['sampled_softmax'])
-  model.attach_kneser_ney(trigram.tables(num_classes), hp['kneser_ney_weight'])
+  model.attach_kneser_ney(kneser_ney.tables(), hp['kneser_ney_weight'])
   epoch_logger = train(model, train_split, data, hp, fn_args.train_steps)
   eval_ppl = final_perplexity(model, data, epoch_logger)
   metrics = metrics_of(eval_ppl, baseline_ppl, epoch_logger, train_seqs, eval_seqs,

@@ -15,16 +15,17 @@ def test_events_predict_each_token_and_the_end_marker():
   assert baselines.num_predicted(TRAIN) == sum(len(s) + 1 for s in TRAIN)
 
 
-@pytest.mark.parametrize('history', [(1, 1), (1, 2), (2, 3), (3, 4), (7, 7), (6, 5), (4, 2)])
+@pytest.mark.parametrize('history', [(1, 1), (1, 2), (2, 3), (3, 4), (7, 7), (6, 5), (4, 2),
+                                     (1, 1, 2), (2, 3, 4), (3, 4, 7), (5, 5, 5)])
 def test_kneser_ney_sums_to_one_over_predictable_classes(history):
-  model = baselines.KneserNeyTrigram(TRAIN, NUM_CLASSES)
+  model = baselines.KneserNey(TRAIN, NUM_CLASSES, order=len(history) + 1)
   probs = [model.prob(*history, w) for w in range(1, NUM_CLASSES)]
   assert min(probs) > 0
   assert math.fsum(probs) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_kneser_ney_prefers_seen_continuations():
-  model = baselines.KneserNeyTrigram(TRAIN, NUM_CLASSES)
+  model = baselines.KneserNey(TRAIN, NUM_CLASSES)
   assert model.prob(2, 3, 4) > model.prob(2, 3, 6)
   assert model.prob(1, 1, 2) > model.prob(1, 1, 4)
 
@@ -42,3 +43,32 @@ def test_trigram_beats_unigram_on_repetitive_text():
   evals = [[2, 3, 4, 5], [6, 3, 4]]
   assert (baselines.kneser_ney_perplexity(train, evals, NUM_CLASSES)
           < baselines.unigram_perplexity(train, evals, NUM_CLASSES) / 2)
+
+
+def test_the_trigram_is_the_kneser_ney_model_of_order_three_by_hand():
+  """P(4 | 2 3) from the definition on TRAIN: raw counts after (2, 3), then
+  continuation counts N1+(. 3 w) for the bigram level and N1+(. w) for the
+  unigram level, each discounted by 0.75 and interpolated downwards."""
+  model = baselines.KneserNey(TRAIN, NUM_CLASSES)
+  d, uniform = 0.75, 1 / (NUM_CLASSES - 1)
+  # unigram continuation counts N1+(. w) over bigram types (v, w)
+  bigram_types = {(v, w) for _, v, w in baselines.events(TRAIN)}
+  p1 = {w: sum(1 for _, x in bigram_types if x == w) for w in range(NUM_CLASSES)}
+  total1 = sum(p1.values())
+  unigram = lambda w: (max(p1[w] - d, 0) + d * sum(1 for c in p1.values() if c) * uniform) / total1
+  # bigram level for context 3: continuation counts N1+(. 3 w)
+  contexts = {(u, w) for u, v, w in baselines.events(TRAIN) if v == 3}
+  c2 = {w: sum(1 for _, x in contexts if x == w) for w in range(NUM_CLASSES)}
+  total2 = sum(c2.values())
+  bigram = lambda w: (max(c2[w] - d, 0) + d * sum(1 for c in c2.values() if c) * unigram(w)) / total2
+  # trigram level, raw counts after (2, 3)
+  c3 = {w: sum(1 for u, v, x in baselines.events(TRAIN) if (u, v, x) == (2, 3, w))
+        for w in range(NUM_CLASSES)}
+  total3 = sum(c3.values())
+  expected = (max(c3[4] - d, 0) + d * sum(1 for c in c3.values() if c) * bigram(4)) / total3
+  assert model.prob(2, 3, 4) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_model_whose_ngrams_do_not_fit_in_int64_keys_is_refused():
+  with pytest.raises(ValueError, match='order 6 over 5003 classes'):
+    baselines.KneserNey(TRAIN, 5003, order=6)

@@ -120,19 +120,34 @@ def test_early_stopping_restores_the_best_epoch():
   assert total / count == pytest.approx(min(losses), abs=1e-3)  # best weights are back
 
 
-# ------------------------------------------------------------------ the trigram mixed in
+# ------------------------------------------------------------------ the Kneser-Ney model mixed in
 TRAIN_SEQS = [[2, 3, 4], [2, 3, 5], [3, 4, 2, 3], [6, 2], [2, 3, 4, 4]]
 EVAL_SEQS = [[2, 3, 4], [2, 6, 7], [7, 7], [5, 3, 2, 4]]   # seen and unseen contexts, 7 unseen
 
 
-def test_the_kneser_ney_layer_gives_the_baselines_probabilities():
-  """The exported model's trigram is the Trainer's baseline, event by event."""
-  trigram = baselines.KneserNeyTrigram(TRAIN_SEQS, num_classes=9)
-  layer = model.KneserNeyLayer(trigram.tables(9), 9)
-  events = list(baselines.events(EVAL_SEQS))
-  u, v, w = (tf.constant(column) for column in zip(*events))
-  np.testing.assert_allclose(layer(u, v, w).numpy(), [trigram.prob(*e) for e in events],
+@pytest.mark.parametrize('order', [2, 3, 4, 5])
+def test_the_kneser_ney_layer_gives_the_baselines_probabilities(order):
+  """The exported model's n-gram model is the Trainer's, event by event."""
+  fitted = baselines.KneserNey(TRAIN_SEQS, num_classes=9, order=order)
+  layer = model.KneserNeyLayer(fitted.tables(), 9)
+  assert layer.order == order
+  events = list(baselines.ngrams(EVAL_SEQS, order))
+  history = [tf.constant(column) for column in zip(*(h for h, _ in events))]
+  w = tf.constant([w for _, w in events])
+  np.testing.assert_allclose(layer(history, w).numpy(), [fitted.prob(*h, w) for h, w in events],
                              rtol=1e-6)
+
+
+def test_histories_are_the_tokens_before_each_target_boundary_padded():
+  b = constants.BOUNDARY_ID
+  inputs, _ = model.lm_inputs_and_targets(tf.constant([[5, 6, 7]]), tf.constant([3]))
+  older, before, current = model.histories(inputs, 3)
+  np.testing.assert_array_equal(current, [[b, 5, 6, 7]])
+  np.testing.assert_array_equal(before, [[b, b, 5, 6]])
+  np.testing.assert_array_equal(older, [[b, b, b, 5]])
+  # as the count models see them: targets 5 6 7 <end> after (b b b), (b b 5), ...
+  assert [h for h, _ in baselines.ngrams([[5, 6, 7]], 4)] == [
+      tuple(int(t[0, i]) for t in (older, before, current)) for i in range(4)]
 
 
 def graph_hash_of_a_saved(layer, directory):
@@ -140,7 +155,8 @@ def graph_hash_of_a_saved(layer, directory):
   from tensorflow.core.protobuf import fingerprint_pb2  # pylint: disable=g-import-not-at-top
   module = tf.Module()
   module.layer = layer
-  module.score = tf.function(layer, input_signature=[tf.TensorSpec([None], tf.int64)] * 3)
+  spec = tf.TensorSpec([None], tf.int64)
+  module.score = tf.function(lambda u, v, w: layer([u, v], w), input_signature=[spec] * 3)
   tf.saved_model.save(module, str(directory))
   with open(directory / 'fingerprint.pb', 'rb') as f:
     return fingerprint_pb2.FingerprintDef.FromString(f.read()).graph_def_program_hash
@@ -150,32 +166,33 @@ def test_the_same_trigram_exports_the_same_graph_whatever_was_built_before(tmp_p
   """Two runs of one model publish one graph (tests/test_publish.py compares
   them): the tables' names must not depend on what the process built first
   (the stock eager initializer names them after a process-wide counter)."""
-  tables = baselines.KneserNeyTrigram(TRAIN_SEQS, num_classes=9).tables(9)
+  tables = baselines.KneserNey(TRAIN_SEQS, num_classes=9).tables()
   first = graph_hash_of_a_saved(model.KneserNeyLayer(tables, 9), tmp_path / 'first')
   for _ in range(3):
     tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer([1], [1.0]), 0.0)
   again = graph_hash_of_a_saved(model.KneserNeyLayer(tables, 9), tmp_path / 'again')
-  other = baselines.KneserNeyTrigram(TRAIN_SEQS[:-1], num_classes=9).tables(9)
+  other = baselines.KneserNey(TRAIN_SEQS[:-1], num_classes=9).tables()
   assert first == again
   assert graph_hash_of_a_saved(model.KneserNeyLayer(other, 9), tmp_path / 'other') != first
 
 
-def lm_with_trigram(weight):
+def lm_with_kneser_ney(weight, order=3):
   lm = model.build_model(num_classes=9, embed_dim=4, gru_units=4, dropout=0.0)
-  lm.attach_kneser_ney(baselines.KneserNeyTrigram(TRAIN_SEQS, 9).tables(9), weight)
+  lm.attach_kneser_ney(baselines.KneserNey(TRAIN_SEQS, 9, order).tables(), weight)
   pairs = model.lm_inputs_and_targets(
       tf.constant([s + [0] * (4 - len(s)) for s in EVAL_SEQS]), tf.constant([len(s) for s in EVAL_SEQS]))
   return lm, pairs
 
 
-def test_scores_mix_the_full_softmax_with_the_trigram():
+@pytest.mark.parametrize('order', [3, 4])
+def test_scores_mix_the_full_softmax_with_the_kneser_ney_model(order):
   """P = (1 - k) P_gru + k P_kn at every predicted position; every scorer agrees."""
-  gru, (inputs, targets) = lm_with_trigram(0.0)
-  mixed, _ = lm_with_trigram(0.3)
+  gru, (inputs, targets) = lm_with_kneser_ney(0.0, order)
+  mixed, _ = lm_with_kneser_ney(0.3, order)
   mixed.set_weights(gru.get_weights())
-  trigram = baselines.KneserNeyTrigram(TRAIN_SEQS, 9)
+  fitted = baselines.KneserNey(TRAIN_SEQS, 9, order)
   p_gru = np.exp(-gru.predicted_nll(inputs, targets).numpy())
-  p_kn = np.array([trigram.prob(*e) for e in baselines.events(EVAL_SEQS)])
+  p_kn = np.array([fitted.prob(*h, w) for h, w in baselines.ngrams(EVAL_SEQS, order)])
   expected = -np.log(0.7 * p_gru + 0.3 * p_kn)
   np.testing.assert_allclose(mixed.predicted_nll(inputs, targets).numpy(), expected, rtol=1e-5)
   nll, mask = mixed.position_nll(inputs, targets)        # what the export scores
