@@ -37,7 +37,7 @@ TRAINER_DEFAULTS = {
     'embed_dim': 256,
     'gru_units': 256,
     'dropout': 0.4,               # on embeddings and GRU outputs
-    'learning_rate': 5e-3,        # peak of a warm-up + cosine schedule
+    'learning_rate': 8e-3,        # peak of a warm-up + cosine schedule
     'warmup_steps': 100,
     'steps_per_epoch': 250,       # "epoch" = logging/eval interval, in steps
     'epoch_eval_captions': 2048,  # eval captions scored after each epoch (final: all)
@@ -49,8 +49,8 @@ TRAINER_DEFAULTS = {
     'length_buckets': True,       # training batches of one length bucket, cut to it
     # Scoring mixes in a Kneser-Ney model of this order, fitted on the train
     # split, with this weight (0: the GRU alone); modules/model.py, CaptionLM.
-    'kneser_ney_order': 3,
-    'kneser_ney_weight': 0.15,
+    'kneser_ney_order': 4,
+    'kneser_ney_weight': 0.18,
 }
 EVAL_BATCH = 512
 

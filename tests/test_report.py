@@ -213,6 +213,14 @@ def test_training_and_perplexity_fragments_show_the_metrics():
   assert keys['baseline/unigram_add_one'] == ['202.44']
 
 
+def test_the_model_is_named_after_the_kneser_ney_model_it_mixes_in():
+  from pipeline.report import fragments  # pylint: disable=g-import-not-at-top
+  named = lambda **hp: fragments.model_name({'hyperparameters': hp})
+  assert named(kneser_ney_weight=0.18, kneser_ney_order=4) == 'GRU + Kneser-Ney 4-gram (exported)'
+  assert named(kneser_ney_weight=0.15) == 'GRU + Kneser-Ney trigram (exported)'  # older runs
+  assert named(kneser_ney_weight=0.0, kneser_ney_order=4) == 'GRU model (exported)'
+
+
 def test_missing_artifact_names_the_component_and_why():
   runs = [metadata.ComponentRun('Transform', 'COMPLETE', 1.0, 5),
           metadata.ComponentRun('Trainer', 'FAILED', 2.0, 6)]

@@ -326,9 +326,15 @@ def train_loss_of(hp: Dict[str, Any]) -> str:
 
 
 def model_name(metrics: Dict[str, Any]) -> str:
-  """The exported model's name: the GRU, mixed with the trigram when it is."""
-  weight = metrics.get('hyperparameters', {}).get('kneser_ney_weight')
-  return 'GRU + trigram (exported)' if weight else 'GRU model (exported)'
+  """The exported model's name: the GRU, mixed with the Kneser-Ney model of
+  its order when it is (a trigram in runs from before the order was a
+  setting)."""
+  hp = metrics.get('hyperparameters', {})
+  if not hp.get('kneser_ney_weight'):
+    return 'GRU model (exported)'
+  order = hp.get('kneser_ney_order', 3)
+  ngram = {2: 'bigram', 3: 'trigram'}.get(order, f'{order}-gram')
+  return f'GRU + Kneser-Ney {ngram} (exported)'
 
 
 def perplexity_fragment(metrics: Dict[str, Any]) -> str:
