@@ -82,7 +82,7 @@ def run_variant(hp, steps: int, tft_output, train_split, evals, trigram):
   model = model_lib.build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
                                 output_bias=model_lib.unigram_log_probs(train_split, num_classes),
                                 sampled_softmax=hp['sampled_softmax'])
-  model.attach_kneser_ney(trigram.tables(), hp["kneser_ney_weight"])
+  model.attach_kneser_ney(trigram.tables(), hp['kneser_ney_weight'])
   logger = trainer.train(model, train_split, data, hp, steps)
   total, count = model_lib.corpus_nll(model, data.full)
   return logger.train_seconds, math.exp(total / count)
