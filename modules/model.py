@@ -1,5 +1,5 @@
-"""The caption language model: a tied-embedding GRU interpolated with the
-Kneser-Ney trigram of its own train split, its schedule, its loss and the
+"""The caption language model: a tied-embedding GRU interpolated with a
+Kneser-Ney model of its own train split, its schedule, its loss and the
 epoch callback that evaluates it and stops early.
 
 Keras 2 (`tf_keras`) on purpose: TFT 1.16's transform layer is a tf_keras
@@ -118,16 +118,16 @@ class KneserNeyLayer(keras.layers.Layer):
     w = tf.cast(w, tf.int64)
     p = tf.gather(self.p1, w)
     context, scale = tf.zeros_like(w), tf.ones_like(w)   # the empty context's key
-    for token, shares, weights in zip(reversed(history), self.shares, self.backoffs):
+    for token, shares, backoff in zip(reversed(history), self.shares, self.backoffs):
       context += tf.cast(token, tf.int64) * scale        # one token older
       scale *= n
-      p = shares.lookup(context * n + w) + weights.lookup(context) * p
+      p = shares.lookup(context * n + w) + backoff.lookup(context) * p
     return p
 
 
 class CaptionLM(keras.Model):
   """Tied-embedding GRU language model over caption token ids, interpolated
-  with the Kneser-Ney trigram of its train split.
+  with a Kneser-Ney model of its train split.
 
   The output layer reuses the input embedding matrix (weight tying: half the
   parameters, better generalisation on a small corpus). PAD can never be
@@ -136,11 +136,11 @@ class CaptionLM(keras.Model):
   only at the positions that are predicted (or a sampled estimate of it,
   `sampled_softmax`), which on CPU is most of the cost.
 
-  Scoring (evaluation, serving) mixes the GRU's full softmax with the trigram,
-  P = (1 - k) P_gru + k P_kn with k = `kneser_ney_weight`, once
-  `attach_kneser_ney` gave it the trigram: both are normalised over the same
-  classes, so the mixture is too and its perplexity stays exact: 3.6% lower
-  than the same GRU's alone (bench/results/trainer-ablation-2026-12-07.md).
+  Scoring (evaluation, serving) mixes the GRU's full softmax with the n-gram
+  model, P = (1 - k) P_gru + k P_kn with k = `kneser_ney_weight`, once
+  `attach_kneser_ney` gave it one: both are normalised over the same classes,
+  so the mixture is too and its perplexity stays exact: with the 4-gram,
+  ~4.4% lower than the same GRU's alone (bench/results/trainer-ablation-2026-12-07.md).
   Training fits the GRU alone.
   """
 
@@ -209,7 +209,7 @@ class CaptionLM(keras.Model):
   def predicted_nll(self, inputs, targets, training=False):
     """NLL of every predicted (non-PAD) target, as a flat vector: the softmax
     is computed only there, which on CPU is most of the cost. Training scores
-    the GRU alone; otherwise the trigram is mixed in (`position_nll`'s
+    the GRU alone; otherwise the n-gram model is mixed in (`position_nll`'s
     numbers, in its row-major order)."""
     predicted = tf.not_equal(targets, constants.PAD_ID)
     hidden = tf.boolean_mask(self.hidden(inputs, training=training), predicted)
