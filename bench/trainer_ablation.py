@@ -10,7 +10,8 @@ variant in this process from the same seed with modules/trainer.py's
 `train`. Writes bench/results/trainer-ablation-<date>.md.
 
 Variants: `old` is the defaults before issue 22 (full softmax, unbucketed
-batches, the GRU alone, 800 steps); each `+x` changes one thing of `old`;
+batches, the GRU alone, 800 steps, peak rate 5e-3); each `+x` changes one
+thing of `old`;
 `new` is today's TRAINER_DEFAULTS and TRAIN_STEPS. What was measured and
 not kept is in bench/results/trainer-ablation-2026-12-0{4,7}.md.
 """
@@ -34,13 +35,15 @@ from pipeline import settings  # noqa: E402
 
 WORK = os.path.join(HERE, 'work', 'ablation')
 OLD = dict(constants.TRAINER_DEFAULTS, sampled_softmax=0, length_buckets=False,
-           kneser_ney_weight=0.0, steps_per_epoch=200)
+           kneser_ney_weight=0.0, kneser_ney_order=3, learning_rate=5e-3, steps_per_epoch=200)
 OLD_STEPS = 800
 VARIANTS = {   # name: (hyperparameters, steps)
     'old': (OLD, OLD_STEPS),
     '+sampled512': (dict(OLD, sampled_softmax=512), OLD_STEPS),
     '+length_buckets': (dict(OLD, length_buckets=True), OLD_STEPS),
     '+kneser_ney_0.15': (dict(OLD, kneser_ney_weight=0.15), OLD_STEPS),
+    '+kneser_ney_4gram_0.18': (dict(OLD, kneser_ney_weight=0.18, kneser_ney_order=4), OLD_STEPS),
+    '+rate_8e-3': (dict(OLD, learning_rate=8e-3), OLD_STEPS),
     'new': (constants.TRAINER_DEFAULTS, constants.TRAIN_STEPS),
 }
 RESULTS = os.path.join(HERE, 'results')
@@ -72,7 +75,7 @@ def load(graph_dir: str, examples_dir: str):
   return tft_output, split('train'), split('eval')
 
 
-def run_variant(hp, steps: int, tft_output, train_split, evals, trigram):
+def run_variant(hp, steps: int, tft_output, train_split, evals, kneser_ney):
   """Trains one variant as run_fn does; (fit seconds, exact eval perplexity)."""
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from modules import model as model_lib, trainer  # pylint: disable=g-import-not-at-top
@@ -82,7 +85,7 @@ def run_variant(hp, steps: int, tft_output, train_split, evals, trigram):
   model = model_lib.build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
                                 output_bias=model_lib.unigram_log_probs(train_split, num_classes),
                                 sampled_softmax=hp['sampled_softmax'])
-  model.attach_kneser_ney(trigram.tables(), hp['kneser_ney_weight'])
+  model.attach_kneser_ney(kneser_ney.tables(), hp['kneser_ney_weight'])
   logger = trainer.train(model, train_split, data, hp, steps)
   total, count = model_lib.corpus_nll(model, data.full)
   return logger.train_seconds, math.exp(total / count)
@@ -97,13 +100,14 @@ def main(argv=None) -> int:
     return measure_each(args.variants.split(','))
   graph_dir, examples_dir = transform_output(WORK)
   tft_output, train_split, evals = load(graph_dir, examples_dir)
-  from modules import baselines  # pylint: disable=g-import-not-at-top
+  from modules import trainer  # pylint: disable=g-import-not-at-top
   from modules.inputs import sequences  # pylint: disable=g-import-not-at-top
-  num_classes = constants.num_classes(tft_output.vocabulary_size_by_name(constants.VOCAB_NAME))
-  fitted = baselines.KneserNey(sequences(train_split), num_classes)
-  trigram = fitted.perplexity(sequences(evals))
   hp, steps = VARIANTS[args.one]
-  seconds, ppl = run_variant(hp, steps, tft_output, train_split, evals, fitted)
+  baseline_ppl, kneser_ney = trainer.baseline_perplexities(
+      sequences(train_split), sequences(evals), trainer.num_classes_of(tft_output),
+      hp['kneser_ney_order'])
+  trigram = baseline_ppl['kneser_ney_trigram']
+  seconds, ppl = run_variant(hp, steps, tft_output, train_split, evals, kneser_ney)
   print(json.dumps({'name': args.one, 'steps': steps, 'seconds': seconds, 'perplexity': ppl,
                     'trigram': trigram, 'train': len(train_split[features.NUM_TOKENS_KEY]),
                     'eval': len(evals[features.NUM_TOKENS_KEY])}))
