@@ -76,8 +76,8 @@ class _Level:
              for (context, w), count in self.counts.items()]
     contexts = [(key(context), self.discount * self.types[context] / total)
                 for context, total in self.total.items()]
-    as_arrays = lambda rows: (np.array([k for k, _ in rows], np.int64).reshape(-1),
-                              np.array([v for _, v in rows], np.float32).reshape(-1))
+    as_arrays = lambda rows: (np.array([k for k, _ in rows], np.int64),
+                              np.array([v for _, v in rows], np.float32))
     return as_arrays(pairs) + as_arrays(contexts)
 
   def prob(self, context, w, lower: float) -> float:
@@ -144,9 +144,3 @@ class KneserNey:
   def perplexity(self, seqs: Seqs) -> float:
     nll = -sum(math.log(self.prob(*history, w)) for history, w in ngrams(seqs, self.order))
     return math.exp(nll / num_predicted(seqs))
-
-
-def kneser_ney_perplexity(train: Seqs, evals: Seqs, num_classes: int) -> float:
-  """Interpolated KN trigram fitted on `train`, perplexity on `evals`."""
-  return KneserNey(train, num_classes).perplexity(evals)
-

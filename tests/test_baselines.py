@@ -41,7 +41,7 @@ def test_unigram_add_one_matches_hand_computation():
 def test_trigram_beats_unigram_on_repetitive_text():
   train = [[2, 3, 4, 5]] * 20 + [[6, 3, 4]] * 5
   evals = [[2, 3, 4, 5], [6, 3, 4]]
-  assert (baselines.kneser_ney_perplexity(train, evals, NUM_CLASSES)
+  assert (baselines.KneserNey(train, NUM_CLASSES).perplexity(evals)
           < baselines.unigram_perplexity(train, evals, NUM_CLASSES) / 2)
 
 
