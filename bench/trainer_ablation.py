@@ -35,11 +35,13 @@ from pipeline import settings  # noqa: E402
 
 WORK = os.path.join(HERE, 'work', 'ablation')
 OLD = dict(constants.TRAINER_DEFAULTS, sampled_softmax=0, length_buckets=False,
-           kneser_ney_weight=0.0, kneser_ney_order=3, learning_rate=5e-3, steps_per_epoch=200)
+           kneser_ney_weight=0.0, kneser_ney_order=3, learning_rate=5e-3, steps_per_epoch=200,
+           sampler_distortion=None)
 OLD_STEPS = 800
 VARIANTS = {   # name: (hyperparameters, steps)
     'old': (OLD, OLD_STEPS),
     '+sampled512': (dict(OLD, sampled_softmax=512), OLD_STEPS),
+    '+sampled512_unigram': (dict(OLD, sampled_softmax=512, sampler_distortion=1.0), OLD_STEPS),
     '+length_buckets': (dict(OLD, length_buckets=True), OLD_STEPS),
     '+kneser_ney_0.15': (dict(OLD, kneser_ney_weight=0.15), OLD_STEPS),
     '+kneser_ney_4gram_0.18': (dict(OLD, kneser_ney_weight=0.18, kneser_ney_order=4), OLD_STEPS),
@@ -82,10 +84,7 @@ def run_variant(hp, steps: int, tft_output, train_split, evals, kneser_ney):
   keras.utils.set_random_seed(hp['seed'])
   num_classes = trainer.num_classes_of(tft_output)
   data = trainer.eval_data(evals, hp, None)
-  model = model_lib.build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
-                                output_bias=model_lib.unigram_log_probs(train_split, num_classes),
-                                sampled_softmax=hp['sampled_softmax'])
-  model.attach_kneser_ney(kneser_ney.tables(), hp['kneser_ney_weight'])
+  model = trainer.make_model(train_split, num_classes, hp, kneser_ney)
   logger = trainer.train(model, train_split, data, hp, steps)
   total, count = model_lib.corpus_nll(model, data.full)
   return logger.train_seconds, math.exp(total / count)

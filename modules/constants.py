@@ -46,6 +46,9 @@ TRAINER_DEFAULTS = {
     # >0: a sampled softmax of that many classes in training only (the export
     # and every perplexity keep the full one); bench/trainer_ablation.py.
     'sampled_softmax': 512,
+    # The sampled classes are drawn in proportion to (train-split count + 1) to
+    # this power; None: log-uniformly. modules/model.py, sampler_weights.
+    'sampler_distortion': 1.0,
     'length_buckets': True,       # training batches of one length bucket, cut to it
     # Scoring mixes in a Kneser-Ney model of this order, fitted on the train
     # split, with this weight (0: the GRU alone); modules/model.py, CaptionLM.

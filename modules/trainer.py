@@ -19,8 +19,8 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from modules import baselines, constants, features
 from modules.export import export_model
 from modules.inputs import lm_dataset, load_split, sequences
-from modules.model import (EpochLogger, WarmupCosine, build_model, corpus_nll,
-                           unigram_log_probs)
+from modules.model import (CaptionLM, EpochLogger, WarmupCosine, build_model, corpus_nll,
+                           sampler_weights, target_counts, unigram_log_probs)
 
 log = logging.getLogger('coco_captions.trainer')
 
@@ -53,6 +53,20 @@ def baseline_perplexities(train_seqs, eval_seqs, num_classes: int, mixed_order: 
   log.info('baselines: unigram perplexity %.2f, Kneser-Ney trigram %.2f (%.1fs)',
            found['unigram_add_one'], found['kneser_ney_trigram'], time.time() - start)
   return found, mixed
+
+
+def make_model(train_split: Dict[str, Any], num_classes: int, hp: Dict[str, Any],
+               kneser_ney: baselines.KneserNey) -> CaptionLM:
+  """The untrained model of `hp`: its output bias and its sampler follow the
+  train split's target counts; it scores mixed with `kneser_ney`."""
+  counts = target_counts(train_split, num_classes)
+  weights = (None if hp['sampler_distortion'] is None
+             else sampler_weights(counts, hp['sampler_distortion']))
+  model = build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
+                      output_bias=unigram_log_probs(counts),
+                      sampled_softmax=hp['sampled_softmax'], sampler_weights=weights)
+  model.attach_kneser_ney(kneser_ney.tables(), hp['kneser_ney_weight'])
+  return model
 
 
 @dataclasses.dataclass
@@ -155,10 +169,7 @@ def run_fn(fn_args: FnArgs) -> None:
   baseline_ppl, kneser_ney = baseline_perplexities(train_seqs, eval_seqs, num_classes,
                                                    hp['kneser_ney_order'])
   data = eval_data(evals, hp, fn_args.eval_steps)
-  model = build_model(num_classes, hp['embed_dim'], hp['gru_units'], hp['dropout'],
-                      output_bias=unigram_log_probs(train_split, num_classes),
-                      sampled_softmax=hp['sampled_softmax'])
-  model.attach_kneser_ney(kneser_ney.tables(), hp['kneser_ney_weight'])
+  model = make_model(train_split, num_classes, hp, kneser_ney)
   epoch_logger = train(model, train_split, data, hp, fn_args.train_steps)
   eval_ppl = final_perplexity(model, data, epoch_logger)
   metrics = metrics_of(eval_ppl, baseline_ppl, epoch_logger, train_seqs, eval_seqs,

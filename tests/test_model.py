@@ -51,17 +51,41 @@ def test_training_step_lowers_loss_on_a_tiny_corpus(seed):
   assert after < 0.25 * np.log(7)
 
 
-def test_a_sampled_softmax_in_training_lowers_the_full_softmax_loss():
+@pytest.mark.parametrize('sampler', ['log-uniform', 'unigram'])
+def test_a_sampled_softmax_in_training_lowers_the_full_softmax_loss(sampler):
   """Training on the sampled estimate (half the classes) still teaches the
   full softmax, which scoring uses; the loss it reports is the sampled one."""
   model.keras.utils.set_random_seed(0)
-  lm = model.build_model(num_classes=40, embed_dim=8, gru_units=8, dropout=0.0, sampled_softmax=20)
+  weights = (None if sampler == 'log-uniform'
+             else model.sampler_weights(np.arange(40, dtype=np.float64)[::-1], 1.0))
+  lm = model.build_model(num_classes=40, embed_dim=8, gru_units=8, dropout=0.0, sampled_softmax=20,
+                         sampler_weights=weights)
   lm.compile(optimizer=model.keras.optimizers.Adam(0.05))
   inputs, targets = model.lm_inputs_and_targets(tf.constant([[2, 3, 4, 0]] * 8), tf.constant([3] * 8))
   before = float(tf.reduce_mean(lm.predicted_nll(inputs, targets)))
   lm.fit(tf.data.Dataset.from_tensors((inputs, targets)).repeat(60), verbose=0)
   after = float(tf.reduce_mean(lm.predicted_nll(inputs, targets)))
   assert before > 0.8 * np.log(39) and after < 0.3 * np.log(39)
+
+
+def test_the_sampler_follows_the_train_targets_and_never_draws_padding():
+  split = {features.TOKEN_IDS_KEY: np.array([[2, 3, 3, 0], [3, 0, 0, 0]]),
+           features.NUM_TOKENS_KEY: np.array([3, 1])}
+  counts = model.target_counts(split, 6)
+  np.testing.assert_array_equal(counts, [0, 2, 1, 3, 0, 0])   # PAD, boundary (the ends), 2, 3, ...
+  weights = model.sampler_weights(counts, 0.5)
+  np.testing.assert_allclose(weights, [0, 3 ** 0.5, 2 ** 0.5, 2, 1, 1])
+  np.testing.assert_allclose(np.exp(model.unigram_log_probs(counts)), np.array([1, 3, 2, 4, 1, 1]) / 12)
+  lm = model.build_model(num_classes=6, embed_dim=4, gru_units=4, dropout=0.0, sampled_softmax=4,
+                         sampler_weights=weights)
+  assert lm.sampled_softmax == 4   # the five classes it can draw, less the true one
+  inputs, targets = model.lm_inputs_and_targets(split[features.TOKEN_IDS_KEY], split[features.NUM_TOKENS_KEY])
+  assert np.all(np.isfinite(lm.sampled_nll(inputs, targets).numpy()))
+  drawn = set()
+  for _ in range(20):
+    drawn |= set(tf.random.fixed_unigram_candidate_sampler(
+        tf.zeros([1, 1], tf.int64), 1, 4, True, 6, unigrams=lm._sampler_weights)[0].numpy())
+  assert drawn == {1, 2, 3, 4, 5}
 
 
 def test_a_vocabulary_smaller_than_the_sample_trains_on_the_full_softmax():
