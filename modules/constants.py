@@ -40,7 +40,7 @@ TRAINER_DEFAULTS = {
     'learning_rate': 8e-3,        # peak of a warm-up + cosine schedule
     'warmup_steps': 100,
     'steps_per_epoch': 250,       # "epoch" = logging/eval interval, in steps
-    'epoch_eval_captions': 2048,  # eval captions scored after each epoch (final: all)
+    'epoch_eval_captions': 1024,  # eval captions scored after each epoch (final: all)
     'patience': 2,                # epochs without a better eval loss before stopping
     'seed': 42,
     # >0: a sampled softmax of that many classes in training only (the export

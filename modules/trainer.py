@@ -75,7 +75,8 @@ class EvalData:
   of it scored after each epoch (so watching training costs the same at any
   data size)."""
   full: tf.data.Dataset
-  sample: tf.data.Dataset
+  sample: tf.data.Dataset   # the first `sample_batches` batches of `full`
+  sample_batches: int
   sample_captions: int
   is_everything: bool     # the sample is the whole split: its score is final
 
@@ -87,7 +88,7 @@ def eval_data(evals: Dict[str, Any], hp: Dict[str, Any], eval_steps) -> EvalData
   num_eval = len(evals[features.NUM_TOKENS_KEY])
   batches = max(1, hp['epoch_eval_captions'] // constants.EVAL_BATCH)
   captions = min(num_eval, batches * constants.EVAL_BATCH)
-  return EvalData(full, full.take(batches), captions,
+  return EvalData(full, full.take(batches), batches, captions,
                   captions == num_eval and not eval_steps)
 
 
@@ -101,7 +102,9 @@ def train(model, train_split: Dict[str, Any], data: EvalData, hp: Dict[str, Any]
   # Its slots made now, fit's first call traces the step once instead of
   # twice (a function that creates variables is traced again without them).
   model.optimizer.build(model.trainable_variables)
-  epoch_logger = EpochLogger(data.sample, data.sample_captions, steps_per_epoch, hp['patience'])
+  epoch_logger = EpochLogger(data.sample, data.sample_captions, steps_per_epoch, hp['patience'],
+                             whole=None if data.is_everything else data.full,
+                             sample_batches=data.sample_batches)
   start = time.time()
   model.fit(lm_dataset(train_split, hp['batch_size'], training=True, seed=hp['seed'],
                        bucketed=hp['length_buckets']),
@@ -112,11 +115,15 @@ def train(model, train_split: Dict[str, Any], data: EvalData, hp: Dict[str, Any]
 
 
 def final_perplexity(model, data: EvalData, epoch_logger: EpochLogger) -> float:
-  """Perplexity on the whole eval split (the best epoch's, when its sample
-  already was the whole split)."""
+  """Perplexity on the whole eval split: the best epoch's, when its sample
+  already was the whole split; the last epoch's whole-split score, when that
+  is the best; else scored now."""
   if data.is_everything:
     return epoch_logger.history[epoch_logger.best_epoch - 1]['eval_perplexity']
-  total, count = corpus_nll(model, data.full)
+  if epoch_logger.whole_score and epoch_logger.best_epoch == len(epoch_logger.history):
+    total, count = epoch_logger.whole_score
+  else:
+    total, count = corpus_nll(model, data.full)
   return round(math.exp(total / max(count, 1)), 3)
 
 

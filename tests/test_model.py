@@ -25,6 +25,18 @@ def test_token_nll_masks_padding_only():
   np.testing.assert_array_equal(mask, [[1, 1, 0]])
 
 
+@pytest.mark.parametrize('shape', [(6,), (3, 4)])
+def test_label_nll_is_the_softmax_cross_entropy_and_has_its_gradient(shape):
+  logits = tf.Variable(tf.random.stateless_normal(shape + (7,), seed=[1, 2]) * 5)
+  labels = tf.random.stateless_uniform(shape, seed=[3, 4], maxval=7, dtype=tf.int32)
+  with tf.GradientTape(persistent=True) as tape:
+    ours = model.label_nll(labels, logits)
+    stock = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+  np.testing.assert_allclose(ours.numpy(), stock.numpy(), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(tape.gradient(ours, logits).numpy(),
+                             tape.gradient(stock, logits).numpy(), atol=1e-6)
+
+
 def test_model_ties_weights_and_never_predicts_padding():
   bias = np.log(np.full(11, 1 / 11, np.float32))
   lm = model.build_model(num_classes=11, embed_dim=4, gru_units=6, dropout=0.0, output_bias=bias)
@@ -142,6 +154,30 @@ def test_early_stopping_restores_the_best_epoch():
   assert len(losses) - logger.best_epoch == 2
   total, count = model.corpus_nll(lm, tf.data.Dataset.from_tensors(eval_pairs))
   assert total / count == pytest.approx(min(losses), abs=1e-3)  # best weights are back
+
+
+def test_the_last_epoch_scores_the_whole_split_once_for_both_numbers():
+  """The last epoch's sample loss comes from the first batches of its one
+  pass over the whole split, and that pass is the final perplexity."""
+  model.keras.utils.set_random_seed(0)
+  lm = model.build_model(num_classes=8, embed_dim=8, gru_units=8, dropout=0.0)
+  lm.compile(optimizer=model.keras.optimizers.Adam(0.05))
+  pairs = model.lm_inputs_and_targets(tf.constant([[2, 3, 4, 0], [4, 3, 0, 0], [5, 6, 7, 2]] * 4),
+                                      tf.constant([3, 2, 4] * 4))
+  whole = tf.data.Dataset.from_tensor_slices(pairs).batch(4)    # 3 batches
+  sample = whole.take(1)
+  logger = model.EpochLogger(sample, 4, steps_per_epoch=3, patience=2, whole=whole,
+                             sample_batches=1)
+  lm.fit(tf.data.Dataset.from_tensors(pairs).repeat(), epochs=2, steps_per_epoch=3, verbose=0,
+         callbacks=[logger])
+  assert logger.best_epoch == 2
+  total, count = model.corpus_nll(lm, sample)
+  assert logger.history[-1]['eval_loss'] == pytest.approx(total / count, abs=1e-4)
+  total, count = model.corpus_nll(lm, whole)
+  assert logger.whole_score[1] == count and count > 3 * 4
+  assert logger.whole_score[0] == pytest.approx(total, rel=1e-6)
+  data = trainer.EvalData(whole, sample, 1, 4, is_everything=False)
+  assert trainer.final_perplexity(lm, data, logger) == round(np.exp(total / count), 3)
 
 
 # ------------------------------------------------------------------ the Kneser-Ney model mixed in
