@@ -36,7 +36,7 @@ from pipeline import settings  # noqa: E402
 WORK = os.path.join(HERE, 'work', 'ablation')
 OLD = dict(constants.TRAINER_DEFAULTS, sampled_softmax=0, length_buckets=False,
            kneser_ney_weight=0.0, kneser_ney_order=3, learning_rate=5e-3, steps_per_epoch=200,
-           sampler_distortion=None)
+           sampler_distortion=None, adam_beta_1=0.9)
 OLD_STEPS = 800
 VARIANTS = {   # name: (hyperparameters, steps)
     'old': (OLD, OLD_STEPS),
@@ -46,6 +46,7 @@ VARIANTS = {   # name: (hyperparameters, steps)
     '+kneser_ney_0.15': (dict(OLD, kneser_ney_weight=0.15), OLD_STEPS),
     '+kneser_ney_4gram_0.18': (dict(OLD, kneser_ney_weight=0.18, kneser_ney_order=4), OLD_STEPS),
     '+rate_8e-3': (dict(OLD, learning_rate=8e-3), OLD_STEPS),
+    '+adam_beta_1_0.85': (dict(OLD, adam_beta_1=0.85), OLD_STEPS),
     'new': (constants.TRAINER_DEFAULTS, constants.TRAIN_STEPS),
 }
 RESULTS = os.path.join(HERE, 'results')

@@ -38,6 +38,7 @@ TRAINER_DEFAULTS = {
     'gru_units': 256,
     'dropout': 0.4,               # on embeddings and GRU outputs
     'learning_rate': 8e-3,        # peak of a warm-up + cosine schedule
+    'adam_beta_1': 0.85,          # Adam's first-moment decay (Keras' default 0.9)
     'warmup_steps': 100,
     'steps_per_epoch': 250,       # "epoch" = logging/eval interval, in steps
     'epoch_eval_captions': 1024,  # eval captions scored after each epoch (final: all)

@@ -98,7 +98,12 @@ def train(model, train_split: Dict[str, Any], data: EvalData, hp: Dict[str, Any]
   returns the epoch log (the best epoch's weights are in the model)."""
   epochs, steps_per_epoch = _fit_schedule(train_steps, hp['steps_per_epoch'])
   schedule = WarmupCosine(hp['learning_rate'], hp['warmup_steps'], epochs * steps_per_epoch)
-  model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=1.0))
+  # An epoch's steps in one call of the compiled step: the per-step Python of
+  # Keras' fit loop cost ~3 of ~63 ms a step (bench/results/trainer-ablation-2026-12-07.md);
+  # nothing here looks at a single step.
+  model.compile(optimizer=keras.optimizers.Adam(schedule, beta_1=hp['adam_beta_1'],
+                                                global_clipnorm=1.0),
+                steps_per_execution=steps_per_epoch)
   # Its slots made now, fit's first call traces the step once instead of
   # twice (a function that creates variables is traced again without them).
   model.optimizer.build(model.trainable_variables)
