@@ -4,6 +4,12 @@ Beam job service started here, compared with the in-memory run.
 
 Input: the shipped sample re-dealt into 3 CSV shards; vocabulary top-k (300) smaller
 than the number of distinct tokens, so the top-k cut itself must agree.
+
+What is compared ends at Transform. The multi_processing run goes on to the end
+(its Evaluator is TFMA in worker processes, which no other test runs); the
+in-memory reference and the portable run stop after Transform (`COCO_RUN_TO`):
+the shared e2e run trains and evaluates in memory, and tests/test_flink.py
+evaluates through PortableRunner.
 """
 
 import csv
@@ -96,6 +102,9 @@ def sharded_data(tmp_path_factory):
   return data_dir, count
 
 
+COMPARED_UP_TO = {'COCO_RUN_TO': 'Transform'}
+
+
 def run_mode(tmp_path_factory, data_dir, mode, extra=None):
   output_dir = str(tmp_path_factory.mktemp(mode))
   env = dict(os.environ, COCO_OUTPUT_DIR=output_dir, COCO_DATA_ROOT=data_dir,
@@ -110,7 +119,7 @@ def run_mode(tmp_path_factory, data_dir, mode, extra=None):
 
 @pytest.fixture(scope='module')
 def in_memory(tmp_path_factory, sharded_data):
-  return run_mode(tmp_path_factory, sharded_data[0], 'in_memory')
+  return run_mode(tmp_path_factory, sharded_data[0], 'in_memory', COMPARED_UP_TO)
 
 
 def assert_same_results(run: Outputs, reference: Outputs, csv_rows: int):
@@ -160,7 +169,8 @@ def test_portable_runner_job_service_matches_in_memory(tmp_path_factory, sharded
     with open(port_file) as f:
       endpoint = f'localhost:{f.read().strip()}'
     run = run_mode(tmp_path_factory, data_dir, 'portable',
-                   {'COCO_BEAM_JOB_ENDPOINT': endpoint, 'COCO_BEAM_ENVIRONMENT': 'LOOPBACK'})
+                   {'COCO_BEAM_JOB_ENDPOINT': endpoint, 'COCO_BEAM_ENVIRONMENT': 'LOOPBACK',
+                    **COMPARED_UP_TO})
     # Proof the mode took effect: the job service itself ran the Beam jobs.
     with grpc.insecure_channel(endpoint) as channel:
       jobs = beam_job_api_pb2_grpc.JobServiceStub(channel).GetJobs(

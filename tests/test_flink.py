@@ -70,6 +70,12 @@ def running_job(name: str, deadline: float):
   return None
 
 
+def worker_starts() -> int:
+  """How many Python SDK workers the cluster's worker pool has started."""
+  with open(flink_sh('log', 'workers').stdout.strip(), errors='replace') as f:
+    return f.read().count('Starting worker with command')
+
+
 class FlinkRun:
   """The whole DAG on Flink, with the TaskManager killed during Transform."""
 
@@ -77,6 +83,7 @@ class FlinkRun:
     self.env = dict(env, COCO_OUTPUT_DIR=output_dir, COCO_BEAM_MODE='flink')
     self.pipeline_root = settings_of(self.env).run.pipeline_root
     out, err = (open(os.path.join(output_dir, name), 'w+') for name in ('stdout', 'stderr'))
+    workers_before = worker_starts()
     run = subprocess.Popen([sys.executable, os.path.join(PROJECT_DIR, 'local_runner.py')],
                            env=self.env, cwd=PROJECT_DIR, text=True, stdout=out, stderr=err)
     job = running_job(f'{settings.PIPELINE_NAME}-{KILLED_DURING}', time.time() + 600)
@@ -87,6 +94,7 @@ class FlinkRun:
       time.sleep(2)
       self.restarted = flink_sh('up')   # starts what is missing: the TaskManager
     self.returncode = run.wait(timeout=1200)
+    self.worker_starts = worker_starts() - workers_before
     self.stdout, self.stderr = (f.seek(0) or f.read() for f in (out, err))
     out.close()
     err.close()
@@ -119,6 +127,15 @@ def test_each_beam_stage_ran_as_a_finished_flink_job_at_parallelism_2(flink_run)
     assert sum(v['metrics']['write-records'] for v in job['vertices']) > 0, stage
   others = {r.engine for r in flink_run.run.components if r.component not in BEAM_STAGES}
   assert others == {'in process'}
+
+
+def test_each_job_keeps_its_python_workers_from_stage_to_stage(flink_run):
+  # A job's stages run one after another; each new set of workers imports
+  # TensorFlow again (~4 s each). Without the environment cache (Beam's
+  # classes on the TaskManager's classpath) this run started 21 workers.
+  restarted_transform = 1
+  assert 0 < flink_run.worker_starts <= len(BEAM_STAGES) + restarted_transform, (
+      flink_run.worker_starts)
 
 
 def test_the_summary_and_the_report_name_the_engine_and_the_job_ids(flink_run):

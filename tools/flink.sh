@@ -7,6 +7,7 @@
 #   bash tools/flink.sh jobserver  # only Beam's job server (and the worker pool),
 #                                  # for an existing cluster at COCO_FLINK_MASTER
 #   bash tools/flink.sh pid taskmanager   # a process's pid (tests/test_flink.py kills it)
+#   bash tools/flink.sh log workers       # the path of a process's console log
 #
 # Addresses come from the COCO_FLINK_* settings (pipeline/settings.py, printed
 # by `python -m pipeline.orchestration.flink shell`), so this script and the
@@ -123,19 +124,28 @@ up() {
   install
   mkdir -p "$logs" "$pids"
   cp "$root/tools/flink/flink-conf.yaml" "$home/conf/"
-  local jvm=(java $opens "-Dlog4j.configurationFile=file:$home/conf/log4j.properties"
-             -cp "$home/lib/*")
-  start jobmanager "${jvm[@]}" -Xmx768m -Dlog.file="$logs/jobmanager.log" \
+  local jvm=(java $opens "-Dlog4j.configurationFile=file:$home/conf/log4j.properties")
+  start jobmanager "${jvm[@]}" -cp "$home/lib/*" -Xmx768m -Dlog.file="$logs/jobmanager.log" \
       org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint --configDir "$home/conf" \
       -D rest.port="$rest_port"
   wait_for "the JobManager ($rest)" 60 curl -sf "$rest/overview"
   # shellcheck disable=SC2086
-  start taskmanager "${jvm[@]}" -Xmx671088640 -Xms671088640 -XX:MaxDirectMemorySize=1207959552 \
+  start taskmanager "${jvm[@]}" -cp "$home/lib/*:$(beam_runner_classpath)" -Xmx671088640 -Xms671088640 -XX:MaxDirectMemorySize=1207959552 \
       -XX:MaxMetaspaceSize=268435456 -Dlog.file="$logs/taskmanager.log" \
       org.apache.flink.runtime.taskexecutor.TaskManagerRunner --configDir "$home/conf" $tm_memory
   wait_for "the TaskManager's 2 slots" 60 two_slots
   beam_side
   log "up: Flink $flink_version at $rest (1 TaskManager, 2 slots), Beam job server localhost:$job_port, workers localhost:$pool_port; logs $logs"
+}
+
+# The Beam jars of the job server's classpath, without Flink's own: on the
+# TaskManager's classpath (loaded parent-first, flink-conf.yaml) they let Beam
+# keep a job's SDK workers between its stages (--environment_cache_millis,
+# pipeline/beam_args.py); from the job's own jar, Beam releases them after
+# every stage, and each stage starts new Python workers.
+beam_runner_classpath() {
+  tr ':' '\n' <"$cache/job-server.classpath" | grep -v -e '/flink-[^/]*\.jar$' -e '/slf4j-[^/]*\.jar$' \
+      -e '/log4j-[^/]*\.jar$' | paste -sd:
 }
 
 # Beam's job server, submitting to the Flink master at $rest, and the SDK
@@ -182,5 +192,6 @@ case "${1:-}" in
   install) install ;;
   jobserver) jobserver ;;
   pid) running "${2:-}" && cat "$pids/$2" ;;   # pid jobmanager|taskmanager|jobserver|workers
-  *) echo "usage: $0 up|down|status|install|jobserver|pid NAME" >&2; exit 2 ;;
+  log) echo "$logs/${2:?a process name}.out" ;;
+  *) echo "usage: $0 up|down|status|install|jobserver|pid NAME|log NAME" >&2; exit 2 ;;
 esac
