@@ -165,6 +165,10 @@ def test_flink_workers_run_beside_the_taskmanagers_never_in_the_launching_proces
   env = sdk_environment(args)
   assert env.urn == 'beam:env:external:v1'
   assert beam_runner_api_pb2.ExternalPayload.FromString(env.payload).endpoint.url == 'pool:50000'
+  # A job keeps its workers between stages (tests/test_flink.py counts them): Beam reads it.
+  from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions  # pylint: disable=g-import-not-at-top
+  cache_ms = PipelineOptions(args).view_as(PortableOptions).environment_cache_millis
+  assert int(cache_ms) == beam_args.FLINK_ENVIRONMENT_CACHE_MS > 0   # Beam keeps it a string
 
 
 def test_flink_workers_in_docker_are_the_component_image_with_its_code():
