@@ -75,10 +75,14 @@ class EvalData:
   of it scored after each epoch (so watching training costs the same at any
   data size)."""
   full: tf.data.Dataset
-  sample: tf.data.Dataset   # the first `sample_batches` batches of `full`
   sample_batches: int
   sample_captions: int
   is_everything: bool     # the sample is the whole split: its score is final
+
+  @property
+  def sample(self) -> tf.data.Dataset:
+    """The first `sample_batches` batches of `full`."""
+    return self.full.take(self.sample_batches)
 
 
 def eval_data(evals: Dict[str, Any], hp: Dict[str, Any], eval_steps) -> EvalData:
@@ -88,8 +92,7 @@ def eval_data(evals: Dict[str, Any], hp: Dict[str, Any], eval_steps) -> EvalData
   num_eval = len(evals[features.NUM_TOKENS_KEY])
   batches = max(1, hp['epoch_eval_captions'] // constants.EVAL_BATCH)
   captions = min(num_eval, batches * constants.EVAL_BATCH)
-  return EvalData(full, full.take(batches), batches, captions,
-                  captions == num_eval and not eval_steps)
+  return EvalData(full, batches, captions, captions == num_eval and not eval_steps)
 
 
 def train(model, train_split: Dict[str, Any], data: EvalData, hp: Dict[str, Any],

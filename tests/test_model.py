@@ -176,7 +176,7 @@ def test_the_last_epoch_scores_the_whole_split_once_for_both_numbers():
   total, count = model.corpus_nll(lm, whole)
   assert logger.whole_score[1] == count and count > 3 * 4
   assert logger.whole_score[0] == pytest.approx(total, rel=1e-6)
-  data = trainer.EvalData(whole, sample, 1, 4, is_everything=False)
+  data = trainer.EvalData(whole, 1, 4, is_everything=False)
   assert trainer.final_perplexity(lm, data, logger) == round(np.exp(total / count), 3)
 
 
