@@ -99,10 +99,12 @@ REST = settings.Settings.from_env({}).beam.flink_rest
 def probe_seconds() -> Dict[str, float]:
   """A one-element pipeline on the cluster: wall seconds in all, and the Flink
   job's own duration."""
-  beam = settings.Settings.from_env({}).beam
-  gcp = settings.Settings.from_env({}).gcp
+  current = settings.Settings.from_env({})
   from pipeline.beam_args import beam_pipeline_args, job_name_args  # pylint: disable=g-import-not-at-top
-  args = beam_pipeline_args(beam, gcp, 'flink') + job_name_args('bench', 'probe')
+  from pipeline.orchestration import workers  # pylint: disable=g-import-not-at-top
+  package = workers.build_package(current.run.worker_package)
+  args = beam_pipeline_args(current.beam, current.gcp, 'flink', package=package) + job_name_args(
+      'bench', 'probe')
   started = time.time()
   subprocess.run([sys.executable, '-c', PROBE, *args], check=True, capture_output=True,
                  cwd=settings.PROJECT_DIR)

@@ -11,8 +11,14 @@
   dependencies) or, with `COCO_DATAFLOW_SHIP=setup_file`, through `setup.py`
   plus `COCO_DATAFLOW_REQUIREMENTS` (see `shipping_args`).
 
-Every mode names how our code ships (`--setup_file` or an image). Without one,
-TFX builds and stages an sdist of TFX itself in every Beam component. Inside
+Every mode names how our code ships (`--setup_file`, a package or an image).
+Without one, TFX builds and stages an sdist of TFX itself in every Beam
+component. The modes whose Beam stages our code for its workers (`portable`,
+`flink` with EXTERNAL workers: `ships_package`) get the sdist that the run
+builds once, outside the checkout (`--extra_package`,
+pipeline/orchestration/workers.py): Beam's `--setup_file` would run `setup.py
+sdist` in the checkout for every stage, and two runs at once race on it. The
+DirectRunner modes stage nothing, so `--setup_file` only names the code. Inside
 the component image (Kubeflow/Vertex: `in_image`) the code is installed
 already and no checkout exists, so it ships as the image: a `--setup_file`
 there would name a path of the machine that compiled the spec (the local
@@ -31,13 +37,27 @@ from pipeline.settings import SETUP_FILE, BeamSettings, GcpSettings, SettingsErr
 FLINK_ENVIRONMENT_CACHE_MS = 10_000
 
 
+def ships_package(beam: BeamSettings, mode: Optional[str] = None, in_image: bool = False) -> bool:
+  """Whether a mode's Beam stages our code for its workers as the run's own
+  sdist (`package` of `beam_pipeline_args`), which the run must build first."""
+  mode = mode or beam.mode
+  return not in_image and (mode == 'portable' or (mode == 'flink'
+                                                  and beam.flink_environment != 'DOCKER'))
+
+
 def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings, mode: Optional[str] = None,
-                       in_image: bool = False) -> List[str]:
+                       in_image: bool = False, package: Optional[str] = None) -> List[str]:
   """The `beam_pipeline_args` for one runner mode (default: `beam.mode`);
-  `in_image`: for executors running in the component image."""
+  `in_image`: for executors running in the component image; `package`: the
+  sdist the run built, for the modes that ship one (`ships_package`)."""
   mode = mode or beam.mode
   code = [f'--sdk_container_image={gcp.container_image}'] if in_image else [
       f'--setup_file={SETUP_FILE}']
+  if ships_package(beam, mode, in_image):
+    if not package:
+      raise ValueError(f'Beam mode {mode} stages the run\'s sdist for its workers: pass its path '
+                       '(Settings.run.worker_package, built by orchestration.workers)')
+    code = [f'--extra_package={package}']
   if mode == 'in_memory':
     return ['--runner=DirectRunner', '--direct_running_mode=in_memory',
             '--direct_num_workers=1', *code]
@@ -51,7 +71,7 @@ def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings, mode: Optional[str]
     return ['--runner=PortableRunner', f'--job_endpoint={beam.job_endpoint}',
             f'--environment_type={beam.environment}', *code]
   if mode == 'flink':
-    return flink_args(beam, gcp, in_image)
+    return flink_args(beam, gcp, in_image, code)
   if mode == 'dataflow':
     if in_image and gcp.dataflow_ship != 'image':
       raise SettingsError(f'{variable(GcpSettings, "dataflow_ship")}={gcp.dataflow_ship} ships '
@@ -61,14 +81,15 @@ def beam_pipeline_args(beam: BeamSettings, gcp: GcpSettings, mode: Optional[str]
   raise ValueError(f'unknown Beam mode {mode!r}')
 
 
-def flink_args(beam: BeamSettings, gcp: GcpSettings, in_image: bool = False) -> List[str]:
+def flink_args(beam: BeamSettings, gcp: GcpSettings, in_image: bool, code: List[str]) -> List[str]:
   """PortableRunner against Beam's Flink job server (`COCO_FLINK_JOB_ENDPOINT`,
   which submits to the cluster at `COCO_FLINK_MASTER`), one parallelism for
   every job. The SDK workers are never LOOPBACK (in the launching process):
   `EXTERNAL`, a worker pool beside the TaskManagers that runs this checkout's
-  venv (`tools/flink.sh`), or `DOCKER`, the component image on each
-  TaskManager's host: the code is in the image then, so no setup.py ships
-  (and inside the image, on Kubeflow/Vertex, it is always DOCKER)."""
+  venv (`tools/flink.sh`; `code` names the run's sdist, so TFX stages no sdist
+  of its own), or `DOCKER`, the component image on each
+  TaskManager's host: the code is in the image then, so nothing ships (and
+  inside the image, on Kubeflow/Vertex, it is always DOCKER)."""
   args = ['--runner=PortableRunner', f'--job_endpoint={beam.flink_job_endpoint}',
           f'--parallelism={beam.flink_parallelism}']
   if in_image or beam.flink_environment == 'DOCKER':
@@ -76,8 +97,7 @@ def flink_args(beam: BeamSettings, gcp: GcpSettings, in_image: bool = False) -> 
       gcp.require('image', purpose='Flink SDK workers in DOCKER (the component image)')
     return args + ['--environment_type=DOCKER', f'--environment_config={gcp.container_image}']
   return args + ['--environment_type=EXTERNAL', f'--environment_config={beam.flink_workers}',
-                 f'--environment_cache_millis={FLINK_ENVIRONMENT_CACHE_MS}',
-                 f'--setup_file={SETUP_FILE}']
+                 f'--environment_cache_millis={FLINK_ENVIRONMENT_CACHE_MS}', *code]
 
 
 def names_jobs(mode: str) -> bool:

@@ -28,6 +28,7 @@ PIPELINE_NAME = 'coco-captions'
 ENV_PREFIX = 'COCO_'
 MODULE_FILE = os.path.join(PROJECT_DIR, 'modules', 'captions_module.py')
 SETUP_FILE = os.path.join(PROJECT_DIR, 'setup.py')
+WORKER_PACKAGE = 'coco-captions-tfx.tar.gz'   # setup.py's sdist, as a run stages it
 # On Kubeflow/Vertex the code comes from the image, by dotted name.
 PREPROCESSING_FN = 'modules.preprocessing.preprocessing_fn'
 RUN_FN = 'modules.trainer.run_fn'
@@ -198,6 +199,12 @@ class RunSettings:
   @property
   def log_dir(self) -> str:
     return os.path.join(os.path.dirname(self.metadata_file), 'logs')
+
+  @property
+  def worker_package(self) -> str:
+    """The sdist of this checkout that a run stages for its Beam workers
+    (pipeline/orchestration/workers.py builds it); on local disk, like the log."""
+    return os.path.join(os.path.dirname(self.metadata_file), 'worker-package', WORKER_PACKAGE)
 
 
 @dataclasses.dataclass(frozen=True)

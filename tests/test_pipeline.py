@@ -111,15 +111,27 @@ def test_module_path_alternative_and_argument_errors():
     build(module_file=None, run_fn=settings.RUN_FN)
 
 
+PACKAGE = '/runs/coco-captions/worker-package/coco-captions-tfx.tar.gz'
+
+
 def test_beam_args_per_mode():
   def args(**env):
     s = Settings.from_env({f'COCO_{k}': v for k, v in env.items()})
-    return beam_args.beam_pipeline_args(s.beam, s.gcp)
+    return beam_args.beam_pipeline_args(s.beam, s.gcp, package=PACKAGE)
   assert '--direct_running_mode=in_memory' in args()
   mp = args(BEAM_MODE='multi_processing', BEAM_WORKERS='3')
   assert '--direct_running_mode=multi_processing' in mp and '--direct_num_workers=3' in mp
+  for direct in (args(), mp):   # DirectRunner stages nothing: setup.py only names the code
+    assert f'--setup_file={settings.SETUP_FILE}' in direct
+    assert not any(a.startswith('--extra_package') for a in direct)
   portable = args(BEAM_MODE='portable', BEAM_JOB_ENDPOINT='localhost:8099')
   assert '--job_endpoint=localhost:8099' in portable and '--environment_type=LOOPBACK' in portable
+  # Beam stages the run's own sdist, never `setup.py sdist` in the checkout per stage.
+  assert f'--extra_package={PACKAGE}' in portable
+  assert not any(a.startswith('--setup_file') for a in portable)
+  s = Settings.from_env({'COCO_BEAM_MODE': 'portable', 'COCO_BEAM_JOB_ENDPOINT': 'h:1'})
+  with pytest.raises(ValueError, match='worker_package'):
+    beam_args.beam_pipeline_args(s.beam, s.gcp)
   with pytest.raises(ValueError, match='COCO_BEAM_JOB_ENDPOINT'):
     args(BEAM_MODE='portable')
   with pytest.raises(SettingsError, match='COCO_BEAM_MODE'):
@@ -141,9 +153,9 @@ def test_dataflow_args_need_project_and_bucket():
   assert any(a.startswith('--setup_file=') for a in shipped)
 
 
-def flink_args(**env):
+def flink_args(package=PACKAGE, **env):
   s = Settings.from_env({f'COCO_{k}': v for k, v in env.items()})
-  return beam_args.beam_pipeline_args(s.beam, s.gcp, 'flink')
+  return beam_args.beam_pipeline_args(s.beam, s.gcp, 'flink', package=package)
 
 
 def sdk_environment(args):
@@ -155,12 +167,14 @@ def sdk_environment(args):
   return environment.to_runner_api(None)
 
 
-def test_flink_workers_run_beside_the_taskmanagers_never_in_the_launching_process():
-  args = flink_args(FLINK_JOB_ENDPOINT='jobs:8099', FLINK_WORKERS='pool:50000',
+def test_flink_workers_run_beside_the_taskmanagers_never_in_the_launching_process(tmp_path):
+  package = tmp_path / 'coco-captions-tfx.tar.gz'   # Beam reads the file to name its artifact
+  package.write_bytes(b'sdist')
+  args = flink_args(str(package), FLINK_JOB_ENDPOINT='jobs:8099', FLINK_WORKERS='pool:50000',
                     FLINK_PARALLELISM='4')
   assert args[:3] == ['--runner=PortableRunner', '--job_endpoint=jobs:8099', '--parallelism=4']
   assert '--environment_type=EXTERNAL' in args and '--environment_config=pool:50000' in args
-  assert any(a.startswith('--setup_file=') for a in args)   # the pool runs this checkout's venv
+  assert f'--extra_package={package}' in args   # the run's sdist: TFX builds none of its own
   from apache_beam.portability.api import beam_runner_api_pb2  # pylint: disable=g-import-not-at-top
   env = sdk_environment(args)
   assert env.urn == 'beam:env:external:v1'
@@ -175,7 +189,7 @@ def test_flink_workers_in_docker_are_the_component_image_with_its_code():
   from apache_beam.portability.api import beam_runner_api_pb2  # pylint: disable=g-import-not-at-top
   args = flink_args(FLINK_ENVIRONMENT='DOCKER', IMAGE='registry.example/coco:1')
   assert '--environment_type=DOCKER' in args and '--environment_config=registry.example/coco:1' in args
-  assert not any(a.startswith('--setup_file=') for a in args)   # the code is in the image
+  assert not any(a.startswith(('--setup_file=', '--extra_package')) for a in args)   # in the image
   env = sdk_environment(args)
   assert env.urn == 'beam:env:docker:v1'
   assert beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image == (

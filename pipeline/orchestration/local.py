@@ -14,6 +14,9 @@
 - Ctrl-C marks the running execution CANCELED and exits 130 at once;
 - a full disk or a store locked mid-run ends it with one line naming the
   component and the path (pipeline/orchestration/faults.py);
+- builds the sdist the portable and Flink modes stage for their workers once,
+  outside the checkout, and waits for Beam's in-process (LOOPBACK) workers
+  before it exits (pipeline/orchestration/workers.py);
 - ends with the summary of this run's outputs and, with COCO_REPORT=1 (or
   `--report`), the HTML report.
 
@@ -28,7 +31,8 @@ import sys
 import time
 from typing import Callable, List, Optional, Set
 
-from pipeline.orchestration import console
+from pipeline.beam_args import ships_package
+from pipeline.orchestration import console, workers
 from pipeline.settings import PIPELINE_NAME, Settings, SettingsError
 
 INTERRUPTED = ('Interrupted: finished components stay cached, the interrupted one is marked '
@@ -224,10 +228,13 @@ def main(build: Callable[[Settings], object], argv: Optional[List[str]] = None) 
         # `tfx pipeline create/update` patched run() to only read the pipeline.
         LocalDagRunner().run(tfx_pipeline)
         return 0
+      if ships_package(settings.beam):
+        workers.build_package(settings.run.worker_package)
       try:
         execute(tfx_pipeline, settings, progress, log_path, console_err)
       finally:
         record_engines_quietly(tfx_pipeline, settings)
+        workers.wait_for_in_process_workers()
   except SettingsError as error:
     print(f'error: {error}', file=sys.stderr)
     return 2

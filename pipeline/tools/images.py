@@ -34,6 +34,7 @@ from typing import List, Optional
 from modules import constants
 from pipeline import beam_args as beam_args_lib
 from pipeline.artifacts import files
+from pipeline.orchestration import workers
 from pipeline.settings import Settings, SettingsError
 
 
@@ -73,12 +74,18 @@ def main(argv: Optional[List[str]] = None, settings: Optional[Settings] = None) 
   try:
     if settings is None:
       settings = Settings.from_env()
-    beam_args = beam_args_lib.beam_pipeline_args(settings.beam, settings.gcp)
-    counts = transforms.run(args.captions, args.images, args.output, fmt=args.format,
-                            size=args.size or settings.images.size,
-                            allowed_licenses=settings.images.licenses,
-                            http_timeout=settings.images.http_timeout, beam_args=beam_args)
-  except (ValueError, records.CaptionFormatError, SettingsError) as e:
+    beam_args = beam_args_lib.beam_pipeline_args(settings.beam, settings.gcp,
+                                                 package=settings.run.worker_package)
+    if beam_args_lib.ships_package(settings.beam):
+      workers.build_package(settings.run.worker_package)
+    try:
+      counts = transforms.run(args.captions, args.images, args.output, fmt=args.format,
+                              size=args.size or settings.images.size,
+                              allowed_licenses=settings.images.licenses,
+                              http_timeout=settings.images.http_timeout, beam_args=beam_args)
+    finally:
+      workers.wait_for_in_process_workers()
+  except (ValueError, records.CaptionFormatError, SettingsError, workers.PackageError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   kept = counts['kept_images']
