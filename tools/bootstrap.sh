@@ -47,9 +47,7 @@ fi
 start=$(date +%s)
 log "installing locked dependencies (first time: ~2 minutes, ~3.5 GB)"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=24'
-# --no-compile: pip byte-compiles all ~21,500 modules of the lock one by one (a third of
-# the install: 105 s -> 71 s here); Python compiles the ones a run imports, once.
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile -r "$lock"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$lock"
 # The project itself, editable and without touching the pins: every process
 # (Beam workers, TFX executors, the user-module wheel) imports `pipeline` and
 # `modules` from here.
