@@ -13,7 +13,7 @@ from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.worker import worker_pool_main
 
 from pipeline.orchestration import workers
-from pipeline.settings import PROJECT_DIR
+from pipeline.settings import PROJECT_DIR, Settings
 
 
 def checkout_state():
@@ -110,3 +110,14 @@ def test_a_worker_that_never_ends_is_given_up_on_after_the_timeout(monkeypatch):
     assert time.monotonic() - began < 5
   finally:
     release.set()
+
+
+def test_only_the_modes_that_stage_code_build_the_package(tmp_path):
+  for mode, extra, built in (('in_memory', {}, False), ('multi_processing', {}, False),
+                             ('portable', {'COCO_BEAM_JOB_ENDPOINT': 'h:1'}, True),
+                             ('flink', {}, True),
+                             ('flink', {'COCO_FLINK_ENVIRONMENT': 'DOCKER'}, False)):
+    current = Settings.from_env({'COCO_OUTPUT_DIR': str(tmp_path / mode / str(len(extra))),
+                                 'COCO_BEAM_MODE': mode, **extra})
+    workers.build_package_if_shipped(current)
+    assert os.path.isfile(current.run.worker_package) == built, (mode, extra)

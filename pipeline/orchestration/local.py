@@ -31,7 +31,6 @@ import sys
 import time
 from typing import Callable, List, Optional, Set
 
-from pipeline.beam_args import ships_package
 from pipeline.orchestration import console, workers
 from pipeline.settings import PIPELINE_NAME, Settings, SettingsError
 
@@ -228,8 +227,7 @@ def main(build: Callable[[Settings], object], argv: Optional[List[str]] = None) 
         # `tfx pipeline create/update` patched run() to only read the pipeline.
         LocalDagRunner().run(tfx_pipeline)
         return 0
-      if ships_package(settings.beam):
-        workers.build_package(settings.run.worker_package)
+      workers.build_package_if_shipped(settings)
       try:
         execute(tfx_pipeline, settings, progress, log_path, console_err)
       finally:

@@ -25,7 +25,8 @@ import threading
 import time
 from typing import List
 
-from pipeline.settings import PROJECT_DIR, SETUP_FILE
+from pipeline.beam_args import ships_package
+from pipeline.settings import PROJECT_DIR, SETUP_FILE, Settings
 
 # Beam names the thread of each in-process SDK worker so
 # (apache_beam/runners/worker/worker_pool_main.py, StartWorker).
@@ -75,6 +76,13 @@ def build_package(destination: str) -> str:
         shutil.copyfileobj(f, partial)
     os.replace(partial.name, destination)
   return destination
+
+
+def build_package_if_shipped(settings: Settings) -> None:
+  """Builds the run's sdist when its Beam mode stages one (`ships_package`):
+  before a run or a Beam job of the images tool."""
+  if ships_package(settings.beam):
+    build_package(settings.run.worker_package)
 
 
 def wait_for_in_process_workers(timeout_s: float = 10.0) -> bool:

@@ -76,8 +76,7 @@ def main(argv: Optional[List[str]] = None, settings: Optional[Settings] = None) 
       settings = Settings.from_env()
     beam_args = beam_args_lib.beam_pipeline_args(settings.beam, settings.gcp,
                                                  package=settings.run.worker_package)
-    if beam_args_lib.ships_package(settings.beam):
-      workers.build_package(settings.run.worker_package)
+    workers.build_package_if_shipped(settings)
     try:
       counts = transforms.run(args.captions, args.images, args.output, fmt=args.format,
                               size=args.size or settings.images.size,
