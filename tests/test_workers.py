@@ -9,6 +9,7 @@ import tarfile
 import threading
 import time
 
+import pytest
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.worker import worker_pool_main
 
@@ -59,12 +60,9 @@ def test_the_package_installs_with_pip_as_a_worker_would(tmp_path):
 
 def test_a_failing_build_names_its_step(tmp_path, monkeypatch):
   monkeypatch.setattr(workers, 'SETUP_FILE', str(tmp_path / 'no_such_setup.py'))
-  try:
+  with pytest.raises(workers.PackageError) as failed:
     workers.build_package(str(tmp_path / 'out' / 'pkg.tar.gz'))
-  except workers.PackageError as error:
-    assert '`setup.py egg_info`' in str(error) and 'no_such_setup.py' in str(error)
-  else:
-    raise AssertionError('a build without setup.py succeeded')
+  assert '`setup.py egg_info`' in str(failed.value) and 'no_such_setup.py' in str(failed.value)
   assert not os.path.exists(tmp_path / 'out' / 'pkg.tar.gz')
 
 

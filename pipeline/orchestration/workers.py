@@ -89,8 +89,7 @@ def wait_for_in_process_workers(timeout_s: float = 10.0) -> bool:
   """Waits (at most `timeout_s` in all) for Beam's in-process SDK worker
   threads to finish; whether none is left."""
   deadline = time.monotonic() + timeout_s
-  for thread in threading.enumerate():
-    if thread.name.startswith(IN_PROCESS_WORKER_THREAD):
-      thread.join(max(0.0, deadline - time.monotonic()))
-  return not any(t.name.startswith(IN_PROCESS_WORKER_THREAD) and t.is_alive()
-                 for t in threading.enumerate())
+  found = [t for t in threading.enumerate() if t.name.startswith(IN_PROCESS_WORKER_THREAD)]
+  for thread in found:
+    thread.join(max(0.0, deadline - time.monotonic()))
+  return not any(t.is_alive() for t in found)
